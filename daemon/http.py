@@ -1,0 +1,312 @@
+"""HTTP plumbing shared by the Accurate and Forstok clients.
+
+A client sends each request inside its service's `RateLimiter`, reads the whole
+body before leaving it, and on a temporary failure asks its `Retrier` how long
+to wait. Deadlines are httpx timeouts, never an outer cancel scope (C26): a
+request cancelled from outside still returns its connection to the pool, but a
+deadline must not be the reason it is cancelled.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from urllib.parse import quote
+
+import anyio
+import httpx
+import structlog
+
+from daemon.errors import RateLimited, RetriableError, ServiceUnavailable
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+RETRY_AFTER_JITTER_FRACTION = 0.1
+RETRY_AFTER_JITTER_MAX_S = 1.0
+
+
+@dataclass(frozen=True)
+class Timebase:
+    """The clocks a client reads and the way it sleeps; tests pass fakes."""
+
+    monotonic: Clock = time.monotonic
+    wall: Clock = time.time
+    sleep: Sleep = anyio.sleep
+
+
+class RateLimiter:
+    """Bounds request starts per sliding window and requests in flight.
+
+    Use one per service and process, around exactly one request:
+    `async with limiter: response = await client.request(...)`. No more than
+    `rate` requests start in any `period` seconds, no more than `max_in_flight`
+    are inside at once, and nobody starts before a `pause_until` deadline.
+    A fractional `rate` below 1 becomes one start per `period / rate`.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        period: float,
+        max_in_flight: int,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = anyio.sleep,
+    ) -> None:
+        if rate <= 0 or period <= 0 or max_in_flight < 1:
+            raise ValueError("rate, period and max_in_flight must be positive")
+        self.capacity = max(1, int(rate))
+        self.period = period if rate >= 1 else period / rate
+        self.max_in_flight = max_in_flight
+        self._clock = clock
+        self._sleep = sleep
+        self._starts: deque[float] = deque()
+        self._paused_until = 0.0
+        self._slots = anyio.Semaphore(max_in_flight)
+        # Admission is one at a time so that starts are recorded in order.
+        self._admission = anyio.Lock()
+
+    def pause_until(self, deadline: float) -> None:
+        """Let nobody start before `deadline` (a reading of `clock`)."""
+        self._paused_until = max(self._paused_until, deadline)
+
+    async def __aenter__(self) -> None:
+        await self._slots.acquire()
+        try:
+            async with self._admission:
+                await self._wait_for_turn()
+                self._starts.append(self._clock())
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._slots.release()
+
+    async def _wait_for_turn(self) -> None:
+        while True:
+            wait = self._time_to_wait(self._clock())
+            if wait <= 0:
+                return
+            await self._sleep(wait)
+
+    def _time_to_wait(self, now: float) -> float:
+        while self._starts and self._starts[0] <= now - self.period:
+            self._starts.popleft()
+
+        wait = self._paused_until - now
+        if len(self._starts) >= self.capacity:
+            wait = max(wait, self._starts[0] + self.period - now)
+
+        return wait
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After value (seconds or HTTP-date).
+
+    `now` is Unix time, used only for the HTTP-date form; a date in the past
+    means 0. An unreadable value gives None.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+
+    if text.isdigit():
+        return float(text)
+
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+
+    return max(0.0, moment.timestamp() - now)
+
+
+def server_time(response: httpx.Response) -> float | None:
+    """The server's Unix time from its `Date` header, if it sent a valid one."""
+    value = response.headers.get("Date")
+    if not value:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.timestamp()
+
+
+def retry_after_of(response: httpx.Response, wall_now: float) -> float | None:
+    """Retry-After of a response; an HTTP-date is read against the server's clock.
+
+    Using the response's own `Date` keeps a skewed local clock from stretching
+    or shortening the wait.
+    """
+    now = server_time(response)
+    return parse_retry_after(
+        response.headers.get("Retry-After"), wall_now if now is None else now
+    )
+
+
+def backoff_delay(
+    attempt: int,
+    rng: random.Random,
+    *,
+    base: float = BACKOFF_BASE_S,
+    cap: float = BACKOFF_CAP_S,
+) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base·2^n))."""
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return rng.uniform(0.0, ceiling)
+
+
+def retry_after_delay(retry_after: float, rng: random.Random, *, cap: float) -> float:
+    """The server's wait, capped, plus a little jitter so callers do not align."""
+    capped = min(max(0.0, retry_after), cap)
+    spread = min(RETRY_AFTER_JITTER_MAX_S, capped * RETRY_AFTER_JITTER_FRACTION)
+    return capped + rng.uniform(0.0, spread)
+
+
+def build_query(pairs: Sequence[tuple[str, str | int]]) -> str:
+    """Encode a query string, keeping commas literal.
+
+    Accurate reads `fields=a,b` as a list only when the commas are literal
+    (accurate §5), while httpx's `params=` sends them as `%2C`. Everything
+    else is percent-encoded, brackets and `|` included, because Java servers
+    refuse those characters unencoded.
+    """
+    return "&".join(
+        f"{quote(key, safe=',')}={quote(str(value), safe=',')}"
+        for key, value in pairs
+    )
+
+
+def with_query(url: str, pairs: Sequence[tuple[str, str | int]]) -> str:
+    """`url` with `pairs` appended to whatever query it already has."""
+    if not pairs:
+        return url
+    joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}{build_query(pairs)}"
+
+
+def make_timeout(seconds: float) -> httpx.Timeout:
+    """A timeout on every phase, so that no request can wait forever."""
+    return httpx.Timeout(
+        connect=min(seconds, 10.0), read=seconds, write=seconds, pool=seconds
+    )
+
+
+def network_error(
+    service: str, endpoint: str, exc: httpx.HTTPError
+) -> ServiceUnavailable:
+    """A transport failure as a retriable error.
+
+    Only the exception's class is kept: httpx exceptions carry the request,
+    whose URL and headers may hold credentials.
+    """
+    kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "network error"
+    return ServiceUnavailable(service, endpoint, f"{kind} ({type(exc).__name__})")
+
+
+@dataclass
+class EndpointStats:
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+
+
+@dataclass
+class ClientStats:
+    """Requests sent, retries and rate-limit answers, per endpoint."""
+
+    endpoints: dict[str, EndpointStats] = field(default_factory=dict)
+
+    def of(self, endpoint: str) -> EndpointStats:
+        return self.endpoints.setdefault(endpoint, EndpointStats())
+
+    @property
+    def requests(self) -> int:
+        return sum(s.requests for s in self.endpoints.values())
+
+    @property
+    def retries(self) -> int:
+        return sum(s.retries for s in self.endpoints.values())
+
+    @property
+    def rate_limited(self) -> int:
+        return sum(s.rate_limited for s in self.endpoints.values())
+
+
+class Retrier:
+    """Decides whether and how long a client waits before trying again.
+
+    A rate-limit answer pauses the whole service through its limiter, so every
+    caller waits; any other temporary failure delays only the caller that hit
+    it. The server's Retry-After wins over our own backoff, up to a cap.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        max_retries: int,
+        retry_after_max: float,
+        limiter: RateLimiter,
+        stats: ClientStats,
+        timebase: Timebase,
+        rng: random.Random,
+    ) -> None:
+        self.service = service
+        self.max_retries = max_retries
+        self.retry_after_max = retry_after_max
+        self.limiter = limiter
+        self.stats = stats
+        self.timebase = timebase
+        self.rng = rng
+
+    async def wait(self, endpoint: str, error: RetriableError, attempt: int) -> None:
+        """Wait before retry number `attempt`, or re-raise when none is left."""
+        stats = self.stats.of(endpoint)
+        if isinstance(error, RateLimited):
+            stats.rate_limited += 1
+        if attempt > self.max_retries:
+            raise error
+
+        delay = self.delay(error, attempt)
+        stats.retries += 1
+        log.warning(
+            "http_retry",
+            service=self.service,
+            endpoint=endpoint,
+            attempt=attempt,
+            wait_s=round(delay, 3),
+            reason=error.detail,
+        )
+
+        if isinstance(error, RateLimited):
+            self.limiter.pause_until(self.timebase.monotonic() + delay)
+        else:
+            await self.timebase.sleep(delay)
+
+    def delay(self, error: RetriableError, attempt: int) -> float:
+        if error.retry_after is not None:
+            return retry_after_delay(
+                error.retry_after, self.rng, cap=self.retry_after_max
+            )
+        return backoff_delay(attempt, self.rng)

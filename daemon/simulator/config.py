@@ -1,0 +1,126 @@
+"""Simulator settings and switches.
+
+Every behaviour the reference marks as assumed ([A]) has a switch here, so a
+test can run the daemon against each variant. The objects are mutable on
+purpose: a test may flip a switch while the simulator serves (directly, or
+through `POST /_sim/switches`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from decimal import Decimal
+from typing import Any, Literal
+
+from daemon.simulator.clock import Clock, RealClock
+
+ListOrder = Literal["id", "newest_first", "random"]
+PushMode = Literal["partial", "all_or_nothing", "silent_drop", "lost_response"]
+RetryAfterForm = Literal["seconds", "http-date"]
+
+
+@dataclass
+class AccurateConfig:
+    # Credentials the simulated database accepts.
+    database_id: int = 10000
+    database_alias: str = "PT Simulasi Stok"
+    api_token: str = "sim-accurate-api-token"
+    signature_secret: str = "sim-accurate-signature-secret"
+    oauth_client_id: str = "sim-accurate-client"
+    oauth_client_secret: str = "sim-accurate-client-secret"
+    oauth_token_ttl_s: float = 1295999.0  # as in oauth-token.json
+    session_ttl_s: float = 86400.0
+    # Time: documents are stamped in `zone`; the API-token timestamp must be
+    # within `timestamp_tolerance_s` of real time plus `server_clock_offset_s`.
+    zone: str = "Asia/Jakarta"
+    server_clock_offset_s: float = 0.0
+    timestamp_tolerance_s: float = 600.0
+    # Variants of assumed behaviour.
+    auth_error_key: Literal["d", "message"] = "d"
+    api_token_db_key: Literal["database", "data usaha"] = "database"
+    api_token_methods: tuple[str, ...] = ("GET", "POST")
+    default_page_size: int = 20
+    max_page_size: int = 1000
+    honour_sort: bool = True
+    order: ListOrder = "id"
+    kinds_without_last_update_filter: frozenset[str] = frozenset(
+        {"vendor-claim", "material-slip", "finished-good-slip"}
+    )
+    literal_commas_only: bool = True  # `fields=a%2Cb` is one (unknown) name
+    list_stock_omits_untouched: bool = True
+    list_transit_warehouse: bool = False
+    deleted_detail_status: int = 200
+    only_approved_moves_stock: bool = True
+    late_commit_s: float = 0.0  # a new document shows up this long after its stamp
+    # Limits, per database (account host and every data host together).
+    rate_per_second: int = 8
+    max_in_flight: int = 8
+    rate_limit_status: int = 429  # 200 gives the `s:false` body at HTTP 200
+    retry_after_s: int = 1
+    retry_after_form: RetryAfterForm = "seconds"
+    latency_s: float = 0.0
+    data_hosts: int = 2
+
+
+@dataclass
+class ForstokConfig:
+    seller_id: str = "1001"
+    secret_key: str = "sim-forstok-secret-key"
+    token_ttl_s: float = 3600.0
+    mode: PushMode = "partial"
+    requests_per_minute: int = 50
+    max_in_flight: int = 1
+    auth_counts_toward_limit: bool = True
+    retry_after_s: int = 1  # floor; the real wait until a slot frees is used
+    retry_after_form: RetryAfterForm = "seconds"
+    malformed_status: int = 400
+    latency_s: float = 0.0
+
+
+@dataclass
+class ItemSpec:
+    no: str
+    name: str | None = None
+    item_type: Literal["INVENTORY", "SERVICE"] = "INVENTORY"
+    unit: str = "PCS"
+    suspended: bool = False
+    upc_no: str | None = None
+    opening: dict[str, Decimal] = field(default_factory=dict)  # warehouse name
+
+
+@dataclass
+class Catalogue:
+    warehouses: tuple[str, ...] = ("GDG-1", "GDG-2", "GDG-3")
+    items: list[ItemSpec] = field(default_factory=list)
+    forstok_warehouses: dict[str, int] = field(
+        default_factory=lambda: {"WH-1": 1, "WH-2": 2, "WH-3": 3}
+    )
+    # SKU -> Forstok item ids carrying it (C14: one SKU on several items).
+    # Left empty, Forstok accepts any SKU and creates it.
+    forstok_products: dict[str, list[int]] = field(default_factory=dict)
+    forstok_on_hand: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass
+class SimConfig:
+    seed: int = 0
+    clock: Clock = field(default_factory=RealClock)
+    accurate: AccurateConfig = field(default_factory=AccurateConfig)
+    forstok: ForstokConfig = field(default_factory=ForstokConfig)
+    catalogue: Catalogue = field(default_factory=Catalogue)
+    business_steps_per_minute: float = 0.0  # background merchant activity
+
+
+def apply_switches(target: AccurateConfig | ForstokConfig, values: dict[str, Any]) -> None:
+    """Set switches by name from JSON values (the control API's input)."""
+    known = {f.name for f in fields(target)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown switches: {', '.join(unknown)}")
+    for name, value in values.items():
+        current = getattr(target, name)
+        if isinstance(current, frozenset):
+            value = frozenset(value)
+        elif isinstance(current, tuple):
+            value = tuple(value)
+        setattr(target, name, value)

@@ -1,0 +1,778 @@
+"""Durable state in one SQLite file.
+
+What must survive a crash lives here, and moves between tables only inside
+one write transaction:
+
+    list documents ──► document + pending_pair + cursor      (one transaction)
+    read stock     ──► reading + push_queue − pending_pair   (one transaction)
+    push accepted  ──► pushed + history − push_queue         (one transaction)
+
+A cursor therefore never passes work that is not recorded (C20), and a pair
+leaves a queue only once the next stage holds it. Queue rows carry a
+sequence number: a row re-queued while its earlier copy was being worked on
+keeps its place, because removal only takes rows up to the sequence read.
+
+Every write transaction starts with BEGIN IMMEDIATE, so it takes the write
+lock up front instead of failing on a lock upgrade (C24), and runs shielded
+from cancellation, so it commits or rolls back whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+
+from daemon.kinds import Pair
+from daemon.mapping import Item, Override, normalize_sku
+from daemon.timefmt import iso_utc, parse_last_update, utc_now
+
+SCHEMA_VERSION = 1
+
+Reasons = Mapping[Pair, str] | Iterable[Pair]
+"""Pairs to queue, each with the reason it is queued, or all with one reason."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cursor (
+    kind TEXT PRIMARY KEY,
+    last_update TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS document (
+    kind TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    number TEXT,
+    last_update TEXT NOT NULL,
+    sort_key TEXT NOT NULL,
+    opt_lock INTEGER,
+    trans_date TEXT,
+    pairs TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX IF NOT EXISTS document_recent ON document (kind, sort_key);
+CREATE TABLE IF NOT EXISTS item (
+    id INTEGER PRIMARY KEY,
+    no TEXT NOT NULL,
+    no_norm TEXT NOT NULL,
+    name TEXT,
+    item_type TEXT NOT NULL,
+    suspended INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS item_no_norm ON item (no_norm);
+CREATE TABLE IF NOT EXISTS warehouse (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    suspended INTEGER NOT NULL,
+    row_count INTEGER
+);
+CREATE TABLE IF NOT EXISTS forstok_sku (
+    sku TEXT PRIMARY KEY,
+    sku_norm TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS item_override (
+    item_no TEXT PRIMARY KEY,
+    forstok_sku TEXT,
+    pack_size TEXT NOT NULL,
+    excluded INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending_pair (
+    item_id INTEGER NOT NULL,
+    warehouse_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (item_id, warehouse_id)
+);
+CREATE TABLE IF NOT EXISTS reading (
+    item_id INTEGER NOT NULL,
+    warehouse_id INTEGER NOT NULL,
+    quantity TEXT NOT NULL,
+    read_at TEXT NOT NULL,
+    PRIMARY KEY (item_id, warehouse_id)
+);
+CREATE TABLE IF NOT EXISTS push_queue (
+    item_id INTEGER NOT NULL,
+    forstok_warehouse INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (item_id, forstok_warehouse)
+);
+CREATE TABLE IF NOT EXISTS pushed (
+    sku TEXT NOT NULL,
+    forstok_warehouse INTEGER NOT NULL,
+    quantity INTEGER NOT NULL,
+    read_at TEXT NOT NULL,
+    pushed_at TEXT NOT NULL,
+    PRIMARY KEY (sku, forstok_warehouse)
+);
+CREATE TABLE IF NOT EXISTS failing (
+    sku TEXT NOT NULL,
+    forstok_warehouse INTEGER NOT NULL,
+    quantity INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    retry_at TEXT NOT NULL,
+    held INTEGER NOT NULL,
+    PRIMARY KEY (sku, forstok_warehouse)
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    forstok_warehouse INTEGER NOT NULL,
+    old INTEGER,
+    new INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_sku ON history (sku, at);
+CREATE TABLE IF NOT EXISTS run (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    outcome TEXT,
+    counts TEXT,
+    error TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    id: int
+    number: str | None
+    last_update: str
+    opt_lock: int | None
+    pairs: frozenset[Pair]
+    trans_date: str | None = None
+
+    def same_version(self, last_update: str, opt_lock: int | None) -> bool:
+        return self.last_update == last_update and self.opt_lock == opt_lock
+
+
+@dataclass(frozen=True)
+class QueuedPair:
+    item_id: int
+    warehouse_id: int
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reading:
+    item_id: int
+    warehouse_id: int
+    quantity: Decimal
+    read_at: str
+
+
+@dataclass(frozen=True)
+class QueuedTarget:
+    item_id: int
+    forstok_warehouse: int
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Pushed:
+    sku: str
+    forstok_warehouse: int
+    quantity: int
+    read_at: str
+
+
+@dataclass(frozen=True)
+class Failing:
+    sku: str
+    forstok_warehouse: int
+    quantity: int
+    attempts: int
+    reason: str
+    retry_at: str
+    held: bool
+
+
+@dataclass(frozen=True)
+class PushRecord:
+    """One row's outcome, as the push stage records it."""
+
+    target: QueuedTarget
+    sku: str
+    quantity: int
+    read_at: str
+    old: int | None
+    reason: str
+    outcome: str
+    """`pushed`, `dry_run`, `rejected`, `held`, `skipped`."""
+    error: str | None = None
+    attempts: int = 0
+    retry_at: str | None = None
+
+
+class State:
+    """The daemon's SQLite file; one connection, one writer at a time."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._lock = anyio.Lock()
+        self._seq = 0
+
+    @classmethod
+    async def open(cls, path: Path) -> State:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        state = cls(db, path)
+        await state._prepare()
+        return state
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._db.close()
+
+    async def _prepare(self) -> None:
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA busy_timeout=10000")
+        # FULL: a committed cursor survives power loss, not only a crash.
+        await self._db.execute("PRAGMA synchronous=FULL")
+        async with self.write() as db:
+            await db.executescript_in_tx(_SCHEMA)
+            await db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        self._seq = int(await self._scalar(
+            "SELECT max(m) FROM (SELECT max(seq) m FROM pending_pair "
+            "UNION ALL SELECT max(seq) FROM push_queue)"
+        ) or 0)
+
+    # -- transactions -----------------------------------------------------
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[_Tx]:
+        """A write transaction: BEGIN IMMEDIATE, shielded, all or nothing."""
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _Tx(self._db)
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
+                await self._db.execute("COMMIT")
+
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._lock:
+            cursor = await self._db.execute(sql, args)
+            rows = await cursor.fetchall()
+            await cursor.close()
+            return list(rows)
+
+    async def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        rows = await self._rows(sql, args)
+        return rows[0][0] if rows else None
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # -- meta -------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        value = await self._scalar("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if value is None else str(value)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self.write() as db:
+            await db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- cursors and documents ---------------------------------------------
+
+    async def cursors(self) -> dict[str, str]:
+        rows = await self._rows("SELECT kind, last_update FROM cursor")
+        return {row["kind"]: row["last_update"] for row in rows}
+
+    async def cursor_rows(self) -> list[dict[str, str]]:
+        rows = await self._rows("SELECT kind, last_update, updated_at FROM cursor")
+        return [dict(row) for row in rows]
+
+    async def documents(
+        self, kind: str, ids: Iterable[int] | None = None, since: str | None = None
+    ) -> dict[int, DocumentRecord]:
+        """Known documents of a kind: by id, or at/after a `lastUpdate`."""
+        sql = "SELECT * FROM document WHERE kind = ?"
+        args: list[Any] = [kind]
+        if since is not None:
+            sql += " AND sort_key >= ?"
+            args.append(_sort_key(since))
+        rows = await self._rows(sql, args)
+        wanted = None if ids is None else set(ids)
+        return {
+            row["id"]: _document(row)
+            for row in rows
+            if wanted is None or row["id"] in wanted
+        }
+
+    async def record_documents(
+        self,
+        kind: str,
+        changed: Sequence[DocumentRecord],
+        deleted: Sequence[int],
+        pairs: Reasons,
+        cursor: str | None,
+        reason: str = "",
+    ) -> None:
+        """Remember what a poll found and queue its pairs, with the cursor."""
+        now = iso_utc(utc_now())
+        async with self.write() as db:
+            await db.executemany(
+                "INSERT OR REPLACE INTO document VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        kind,
+                        d.id,
+                        d.number,
+                        d.last_update,
+                        _sort_key_or_raw(d.last_update),
+                        d.opt_lock,
+                        d.trans_date,
+                        json.dumps(sorted(d.pairs)),
+                    )
+                    for d in changed
+                ],
+            )
+            await db.executemany(
+                "DELETE FROM document WHERE kind = ? AND id = ?",
+                [(kind, doc_id) for doc_id in deleted],
+            )
+            await self._queue_pairs(db, pairs, reason)
+            if cursor is not None:
+                await db.execute(
+                    "INSERT INTO cursor VALUES (?, ?, ?) ON CONFLICT (kind) DO UPDATE "
+                    "SET last_update = excluded.last_update, updated_at = ?",
+                    (kind, cursor, now, now),
+                )
+
+    async def _queue_pairs(self, db: _Tx, pairs: Reasons, reason: str) -> None:
+        reasons = pairs if isinstance(pairs, Mapping) else dict.fromkeys(pairs, reason)
+        await db.executemany(
+            "INSERT INTO pending_pair VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (item_id, warehouse_id) DO UPDATE SET seq = excluded.seq, "
+            "reason = excluded.reason",
+            [
+                (item, wh, self._next_seq(), reasons[(item, wh)])
+                for item, wh in sorted(reasons)
+            ],
+        )
+
+    async def queue_pairs(self, pairs: Reasons, reason: str = "") -> None:
+        async with self.write() as db:
+            await self._queue_pairs(db, pairs, reason)
+
+    # -- items, warehouses, mapping inputs -----------------------------------
+
+    async def record_items(
+        self,
+        items: Sequence[tuple[Item, str | None]],
+        pairs: Reasons,
+        cursor: str | None,
+        reason: str = "",
+    ) -> None:
+        """Upsert items (with names) and queue their pairs, with the cursor."""
+        now = iso_utc(utc_now())
+        async with self.write() as db:
+            await db.executemany(
+                "INSERT OR REPLACE INTO item VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        i.id,
+                        i.no,
+                        normalize_sku(i.no),
+                        name,
+                        i.item_type,
+                        int(i.suspended),
+                    )
+                    for i, name in items
+                ],
+            )
+            await self._queue_pairs(db, pairs, reason)
+            if cursor is not None:
+                await db.execute(
+                    "INSERT INTO cursor VALUES ('opening_balance', ?, ?) "
+                    "ON CONFLICT (kind) DO UPDATE SET last_update = excluded.last_update,"
+                    " updated_at = excluded.updated_at",
+                    (cursor, now),
+                )
+
+    async def items(self) -> list[Item]:
+        rows = await self._rows("SELECT id, no, item_type, suspended FROM item")
+        return [
+            Item(row["id"], row["no"], row["item_type"], bool(row["suspended"]))
+            for row in rows
+        ]
+
+    async def item_names(self, ids: Iterable[int]) -> dict[int, str]:
+        wanted = list(set(ids))
+        names: dict[int, str] = {}
+        for chunk in _chunks(wanted, 500):
+            marks = ",".join("?" * len(chunk))
+            rows = await self._rows(
+                f"SELECT id, no FROM item WHERE id IN ({marks})",  # noqa: S608  placeholders only
+                chunk,
+            )
+            names.update({row["id"]: row["no"] for row in rows})
+        return names
+
+    async def set_warehouses(self, warehouses: Iterable[tuple[int, str, bool]]) -> None:
+        async with self.write() as db:
+            await db.executemany(
+                "INSERT INTO warehouse (id, name, suspended) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                "suspended = excluded.suspended",
+                [(wid, name, int(suspended)) for wid, name, suspended in warehouses],
+            )
+
+    async def set_warehouse_rows(self, warehouse_id: int, row_count: int) -> None:
+        async with self.write() as db:
+            await db.execute(
+                "UPDATE warehouse SET row_count = ? WHERE id = ?",
+                (row_count, warehouse_id),
+            )
+
+    async def warehouse_rows(self) -> dict[int, int]:
+        rows = await self._rows(
+            "SELECT id, row_count FROM warehouse WHERE row_count IS NOT NULL"
+        )
+        return {row["id"]: row["row_count"] for row in rows}
+
+    async def overrides(self) -> dict[str, Override]:
+        rows = await self._rows("SELECT * FROM item_override")
+        return {
+            row["item_no"]: Override(
+                row["item_no"],
+                row["forstok_sku"],
+                Decimal(row["pack_size"]),
+                bool(row["excluded"]),
+            )
+            for row in rows
+        }
+
+    async def replace_overrides(self, overrides: Iterable[Override]) -> None:
+        async with self.write() as db:
+            await db.execute("DELETE FROM item_override")
+            await db.executemany(
+                "INSERT INTO item_override VALUES (?, ?, ?, ?)",
+                [
+                    (o.item_no, o.forstok_sku, str(o.pack_size), int(o.excluded))
+                    for o in overrides
+                ],
+            )
+
+    async def forstok_skus(self) -> list[str] | None:
+        """The imported Forstok export, or None if none was imported."""
+        if await self.get_meta("forstok_export") is None:
+            return None
+        rows = await self._rows("SELECT sku FROM forstok_sku")
+        return [row["sku"] for row in rows]
+
+    async def replace_forstok_skus(self, skus: Iterable[str], source: str) -> None:
+        async with self.write() as db:
+            await db.execute("DELETE FROM forstok_sku")
+            await db.executemany(
+                "INSERT OR IGNORE INTO forstok_sku VALUES (?, ?)",
+                [(sku, normalize_sku(sku)) for sku in skus],
+            )
+            await db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('forstok_export', ?)", (source,)
+            )
+
+    # -- refresh: pending pairs to readings ------------------------------------
+
+    async def pending_pairs(self, limit: int | None = None) -> list[QueuedPair]:
+        sql = "SELECT * FROM pending_pair ORDER BY seq"
+        args: tuple[Any, ...] = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            args = (limit,)
+        rows = await self._rows(sql, args)
+        return [
+            QueuedPair(row["item_id"], row["warehouse_id"], row["seq"], row["reason"])
+            for row in rows
+        ]
+
+    async def readings(self, item_ids: Iterable[int]) -> dict[Pair, Reading]:
+        found: dict[Pair, Reading] = {}
+        for chunk in _chunks(sorted(set(item_ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = await self._rows(
+                f"SELECT * FROM reading WHERE item_id IN ({marks})",  # noqa: S608  placeholders only
+                chunk,
+            )
+            for row in rows:
+                reading = _reading(row)
+                found[(reading.item_id, reading.warehouse_id)] = reading
+        return found
+
+    async def readings_in(self, warehouse_id: int) -> dict[int, Reading]:
+        rows = await self._rows(
+            "SELECT * FROM reading WHERE warehouse_id = ?", (warehouse_id,)
+        )
+        return {row["item_id"]: _reading(row) for row in rows}
+
+    async def record_readings(
+        self,
+        readings: Sequence[Reading],
+        done: Sequence[QueuedPair],
+        targets: Iterable[tuple[int, int]],
+        reason: str,
+        requeue: Reasons = (),
+    ) -> None:
+        """Store stock read from Accurate and queue the Forstok targets it feeds.
+
+        A reading replaces an older one only; a pending pair is removed only
+        if it was not queued again after it was taken (its seq is unchanged).
+        """
+        async with self.write() as db:
+            await db.executemany(
+                "INSERT INTO reading VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (item_id, warehouse_id) DO UPDATE SET "
+                "quantity = excluded.quantity, read_at = excluded.read_at "
+                "WHERE excluded.read_at >= reading.read_at",
+                [
+                    (r.item_id, r.warehouse_id, str(r.quantity), r.read_at)
+                    for r in readings
+                ],
+            )
+            await db.executemany(
+                "DELETE FROM pending_pair WHERE item_id = ? AND warehouse_id = ? "
+                "AND seq <= ?",
+                [(p.item_id, p.warehouse_id, p.seq) for p in done],
+            )
+            await self._queue_pairs(db, requeue, reason)
+            await db.executemany(
+                "INSERT INTO push_queue VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (item_id, forstok_warehouse) DO UPDATE SET "
+                "seq = excluded.seq, reason = excluded.reason",
+                [(item, fwh, self._next_seq(), reason) for item, fwh in targets],
+            )
+
+    # -- push: queue to Forstok ---------------------------------------------
+
+    async def queued_targets(self, limit: int) -> list[QueuedTarget]:
+        rows = await self._rows(
+            "SELECT * FROM push_queue ORDER BY seq LIMIT ?", (limit,)
+        )
+        return [
+            QueuedTarget(
+                row["item_id"], row["forstok_warehouse"], row["seq"], row["reason"]
+            )
+            for row in rows
+        ]
+
+    async def queue_targets(self, targets: Iterable[tuple[int, int]], reason: str) -> None:
+        async with self.write() as db:
+            await db.executemany(
+                "INSERT INTO push_queue VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (item_id, forstok_warehouse) DO UPDATE SET "
+                "seq = excluded.seq, reason = excluded.reason",
+                [(item, fwh, self._next_seq(), reason) for item, fwh in targets],
+            )
+
+    async def count(self, table: str) -> int:
+        if table not in {"pending_pair", "push_queue", "pushed", "document", "item"}:
+            raise ValueError(f"unknown table {table}")
+        return int(await self._scalar(f"SELECT count(*) FROM {table}"))  # noqa: S608  table name checked above
+
+    async def pushed(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Pushed]:
+        found: dict[tuple[str, int], Pushed] = {}
+        for chunk in _chunks(sorted(set(keys)), 400):
+            clause = " OR ".join("(sku = ? AND forstok_warehouse = ?)" for _ in chunk)
+            args = [v for key in chunk for v in key]
+            rows = await self._rows(f"SELECT * FROM pushed WHERE {clause}", args)  # noqa: S608  placeholders only
+            for row in rows:
+                found[(row["sku"], row["forstok_warehouse"])] = Pushed(
+                    row["sku"], row["forstok_warehouse"], row["quantity"], row["read_at"]
+                )
+        return found
+
+    async def failing(self, keys: Iterable[tuple[str, int]] | None = None) -> dict[tuple[str, int], Failing]:
+        rows = await self._rows("SELECT * FROM failing")
+        wanted = None if keys is None else set(keys)
+        result = {}
+        for row in rows:
+            key = (row["sku"], row["forstok_warehouse"])
+            if wanted is None or key in wanted:
+                result[key] = Failing(
+                    row["sku"],
+                    row["forstok_warehouse"],
+                    row["quantity"],
+                    row["attempts"],
+                    row["reason"],
+                    row["retry_at"],
+                    bool(row["held"]),
+                )
+        return result
+
+    async def record_pushes(self, records: Sequence[PushRecord]) -> None:
+        """Record the outcome of one push request, all rows in one transaction."""
+        now = iso_utc(utc_now())
+        async with self.write() as db:
+            for record in records:
+                await self._record_push(db, record, now)
+
+    async def _record_push(self, db: _Tx, r: PushRecord, now: str) -> None:
+        key = (r.sku, r.target.forstok_warehouse)
+        if r.outcome == "pushed":
+            await db.execute(
+                "INSERT OR REPLACE INTO pushed VALUES (?, ?, ?, ?, ?)",
+                (*key, r.quantity, r.read_at, now),
+            )
+            await db.execute(
+                "DELETE FROM failing WHERE sku = ? AND forstok_warehouse = ?", key
+            )
+        elif r.outcome in {"rejected", "held"}:
+            await db.execute(
+                "INSERT OR REPLACE INTO failing VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, r.quantity, r.attempts, r.error or "", r.retry_at or now,
+                 int(r.outcome == "held")),
+            )
+        if r.outcome != "skipped":
+            await db.execute(
+                "INSERT INTO history (at, sku, forstok_warehouse, old, new, reason, "
+                "outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now, *key, r.old, r.quantity, r.reason, _outcome_text(r)),
+            )
+        await db.execute(
+            "DELETE FROM push_queue WHERE item_id = ? AND forstok_warehouse = ? "
+            "AND seq <= ?",
+            (r.target.item_id, r.target.forstok_warehouse, r.target.seq),
+        )
+
+    async def release_held(self, sku: str | None = None) -> int:
+        """Let held rows be tried again; returns how many were released."""
+        async with self.write() as db:
+            sql = "DELETE FROM failing"
+            args: tuple[Any, ...] = ()
+            if sku is not None:
+                sql += " WHERE sku = ?"
+                args = (sku,)
+            cursor = await db.execute(sql, args)
+            return cursor.rowcount
+
+    # -- history and runs ---------------------------------------------------
+
+    async def history(self, sku: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._rows(
+            "SELECT * FROM history WHERE sku = ? ORDER BY id DESC LIMIT ?",
+            (sku, limit),
+        )
+        return [dict(row) for row in rows]
+
+    async def prune_history(self, before: str) -> int:
+        async with self.write() as db:
+            cursor = await db.execute("DELETE FROM history WHERE at < ?", (before,))
+            return cursor.rowcount
+
+    async def start_run(self, run_id: str, run_type: str) -> None:
+        async with self.write() as db:
+            await db.execute(
+                "INSERT INTO run (id, type, started_at) VALUES (?, ?, ?)",
+                (run_id, run_type, iso_utc(utc_now())),
+            )
+
+    async def finish_run(
+        self, run_id: str, outcome: str, counts: dict[str, Any], error: str | None
+    ) -> None:
+        async with self.write() as db:
+            await db.execute(
+                "UPDATE run SET finished_at = ?, outcome = ?, counts = ?, error = ? "
+                "WHERE id = ?",
+                (iso_utc(utc_now()), outcome, json.dumps(counts), error, run_id),
+            )
+            await db.execute(
+                "DELETE FROM run WHERE type = ? AND id NOT IN (SELECT id FROM run "
+                "WHERE type = ? ORDER BY started_at DESC LIMIT 50)",
+                ("poll", "poll"),
+            )
+
+    async def last_runs(self) -> dict[str, dict[str, Any]]:
+        rows = await self._rows(
+            "SELECT * FROM run WHERE finished_at IS NOT NULL ORDER BY started_at"
+        )
+        last: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            entry = dict(row)
+            entry["counts"] = json.loads(entry["counts"] or "{}")
+            last[row["type"]] = entry
+        return last
+
+
+class _Tx:
+    """The statements a write transaction may run."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> aiosqlite.Cursor:
+        return await self._db.execute(sql, args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            await self._db.executemany(sql, rows)
+
+    async def executescript_in_tx(self, script: str) -> None:
+        # executescript would COMMIT first; run the statements one by one.
+        for statement in script.split(";"):
+            if statement.strip():
+                await self._db.execute(statement)
+
+
+def _sort_key(last_update: str) -> str:
+    return parse_last_update(last_update).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _sort_key_or_raw(last_update: str) -> str:
+    try:
+        return _sort_key(last_update)
+    except ValueError:
+        return ""
+
+
+def _document(row: aiosqlite.Row) -> DocumentRecord:
+    pairs = frozenset((int(a), int(b)) for a, b in json.loads(row["pairs"]))
+    return DocumentRecord(
+        row["id"],
+        row["number"],
+        row["last_update"],
+        row["opt_lock"],
+        pairs,
+        row["trans_date"],
+    )
+
+
+def _reading(row: aiosqlite.Row) -> Reading:
+    return Reading(
+        row["item_id"], row["warehouse_id"], Decimal(row["quantity"]), row["read_at"]
+    )
+
+
+def _outcome_text(record: PushRecord) -> str:
+    if record.error:
+        return f"{record.outcome}: {record.error}"
+    return record.outcome
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])

@@ -1,0 +1,1005 @@
+"""The sync logic: find what changed in Accurate, re-read it, push it to Forstok.
+
+    poll     list each kind's documents since its cursor (minus the lookback),
+             read the new or changed ones, queue the (item, warehouse) pairs
+             they touch, and move the cursor, in one transaction
+    refresh  read the queued pairs' absolute stock from Accurate
+    push     compute each Forstok (SKU, warehouse) quantity from the newest
+             readings and send the ones that differ from what Forstok holds
+    full     read every mapped warehouse's whole stock list and push what
+             differs: the net under deletes and anything a poll cannot see
+
+Documents only tell us what to re-read; the quantity pushed is always the
+absolute stock Accurate reports, so replaying any step is harmless.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import structlog
+
+from daemon.accurate import AccurateClient, Filter, ItemBalances
+from daemon.config import Settings, WarehouseMapping
+from daemon.errors import (
+    CredentialError,
+    MalformedResponse,
+    NotFound,
+    PermanentError,
+    RetriableError,
+    ServiceError,
+)
+from daemon.forstok import ForstokClient, QuantityRow
+from daemon.kinds import (
+    ALL_WAREHOUSES,
+    DOCUMENT_KINDS,
+    ChangeFeed,
+    DocumentKind,
+    MalformedDocument,
+    Pair,
+)
+from daemon.logs import new_run_id
+from daemon.mapping import (
+    Item,
+    MappingResult,
+    Target,
+    offered_quantity,
+    resolve_mapping,
+)
+from daemon.state import (
+    DocumentRecord,
+    PushRecord,
+    QueuedPair,
+    QueuedTarget,
+    Reading,
+    State,
+)
+from daemon.timefmt import (
+    BadTimestamp,
+    accurate_now,
+    advance,
+    format_date,
+    in_window,
+    iso_utc,
+    parse_last_update,
+    utc_now,
+    window_start,
+)
+
+log = structlog.get_logger("daemon.sync")
+
+DOCUMENT_FIELDS = ("id", "number", "lastUpdate", "optLock", "transDate")
+ITEM_FIELDS = ("id", "no", "name", "itemType", "suspended", "lastUpdate", "optLock")
+TRANS_DATE_DAYS = 7
+MAX_ROW_ATTEMPTS = 3
+AHEAD_WARNING = timedelta(minutes=10)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Counts:
+    """Counters of one poll or full sync, logged in its summary line."""
+
+    documents: int = 0
+    pairs_queued: int = 0
+    pairs_read: int = 0
+    pushed: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    held: int = 0
+    skipped: int = 0
+    errors: int = 0
+    pages: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+    def found_work(self) -> bool:
+        return bool(
+            self.documents or self.pairs_read or self.pushed or self.rejected
+            or self.errors
+        )
+
+
+@dataclass
+class Availability:
+    """Logs a service going down and coming back once, not on every failure."""
+
+    service: str
+    down_since: float | None = None
+
+    def failed(self, error: ServiceError) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning(f"{self.service}_unavailable", error=str(error))
+
+    def succeeded(self) -> None:
+        if self.down_since is not None:
+            down_s = round(time.monotonic() - self.down_since, 1)
+            self.down_since = None
+            log.info(f"{self.service}_available", down_s=down_s)
+
+
+@dataclass
+class Warehouses:
+    """The configured warehouses that exist in Accurate, by Accurate id."""
+
+    sources: dict[int, WarehouseMapping] = field(default_factory=dict)
+    feeds: dict[int, list[int]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    def forstok_targets(self, accurate_ids: Iterable[int]) -> set[int]:
+        return {
+            self.sources[wid].forstok_id for wid in accurate_ids if wid in self.sources
+        }
+
+
+class Engine:
+    """Runs polls, refreshes, pushes and full syncs against one state file."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: State,
+        accurate: AccurateClient,
+        forstok: ForstokClient,
+        *,
+        dry_run: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.accurate = accurate
+        self.forstok = forstok
+        self.dry_run = settings.sync.dry_run if dry_run is None else dry_run
+        self.warehouses = Warehouses()
+        self.mapping = MappingResult()
+        self._sku_items: dict[str, int] = {}
+        self._reported: set[tuple[str, ...]] = set()
+        self._push_lock = anyio.Lock()
+        self._push_again = False
+        self._refresh_lock = anyio.Lock()
+        self._accurate_health = Availability("accurate")
+        self._forstok_health = Availability("forstok")
+        self._forstok_paused_until = 0.0
+        self._filter_ignored: set[str] = set()
+
+    # -- set-up ---------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Learn the warehouses and the mapping before the first poll."""
+        await self.load_warehouses()
+        await self.reload_mapping()
+
+    async def load_warehouses(self) -> None:
+        found = await self._accurate(self.accurate.list_warehouses())
+        await self.state.set_warehouses((w.id, w.name, w.suspended) for w in found)
+
+        by_name = {w.name: w for w in found}
+        result = Warehouses()
+        for mapping in self.settings.warehouses:
+            warehouse = by_name.get(mapping.accurate)
+            if warehouse is None or warehouse.suspended:
+                why = "suspended" if warehouse else "not found in Accurate"
+                log.error(
+                    "warehouse_missing",
+                    warehouse=mapping.accurate,
+                    forstok_warehouse=mapping.forstok_id,
+                    why=why,
+                    action="rename it in config.yaml to an existing Accurate "
+                    "warehouse, or remove it; its pairs are not pushed",
+                )
+                result.missing.append(mapping.accurate)
+                continue
+            result.sources[warehouse.id] = mapping
+            result.feeds.setdefault(mapping.forstok_id, []).append(warehouse.id)
+        self.warehouses = result
+
+    async def reload_mapping(self) -> None:
+        items = await self.state.items()
+        overrides = await self.state.overrides()
+        forstok_skus = await self.state.forstok_skus()
+        self.mapping = resolve_mapping(items, overrides, forstok_skus)
+        self._sku_items = {t.sku: t.item_id for t in self.mapping.targets.values()}
+        self._report_problems()
+
+    def _report_problems(self) -> None:
+        for problem in self.mapping.problems:
+            key = (problem.kind, *problem.item_nos)
+            if key in self._reported or problem.kind == "excluded":
+                continue
+            self._reported.add(key)
+            level = log.warning if problem.kind == "conflict" else log.info
+            level(
+                f"mapping_{problem.kind}",
+                items=list(problem.item_nos),
+                detail=problem.detail,
+            )
+
+    # -- poll -------------------------------------------------------------------
+
+    async def poll(self) -> Counts:
+        """One incremental pass: every kind, then refresh, then push."""
+        run_id = new_run_id()
+        counts = Counts()
+        started = time.monotonic()
+        with structlog.contextvars.bound_contextvars(run_id=run_id):
+            await self._poll_items(counts)
+            async with anyio.create_task_group() as tg:
+                for kind in DOCUMENT_KINDS:
+                    tg.start_soon(self._poll_kind_safely, kind, counts, name=kind.name)
+            await self.refresh(counts)
+            await self.push(counts)
+            self._log_summary("poll_finished", counts, started)
+        return counts
+
+    async def _poll_kind_safely(self, kind: DocumentKind, counts: Counts) -> None:
+        with structlog.contextvars.bound_contextvars(kind=kind.name):
+            try:
+                await self.poll_kind(kind, counts)
+            except ServiceError as error:
+                counts.errors += 1
+                log.error("poll_kind_failed", error=str(error))
+
+    async def poll_kind(self, kind: DocumentKind, counts: Counts) -> None:
+        if kind.feed is ChangeFeed.TRANS_DATE:
+            start, rows = None, await self._list_trans_date_window(kind)
+        else:
+            cursors = await self.state.cursors()
+            cursor = cursors.get(kind.name)
+            if cursor is None:
+                await self._bootstrap_cursor(kind)
+                return
+            start = window_start(cursor, self.settings.sync.lookback)
+            rows = await self._list_since(kind, start)
+
+        listed, cursor_ok = self._check_rows(kind, rows, start)
+        known = await self.state.documents(kind.name, ids=listed)
+        changed = {
+            doc_id: row
+            for doc_id, row in listed.items()
+            if doc_id not in known
+            or not known[doc_id].same_version(str(row["lastUpdate"]), _opt_lock(row))
+        }
+        vanished = await self._vanished(kind, start, listed)
+
+        records, pairs, deleted, held = await self._read_documents(kind, changed, known)
+        for doc in vanished.values():
+            deleted.append(doc.id)
+            pairs.update(dict.fromkeys(doc.pairs, f"{kind.name} {doc.number} deleted"))
+
+        cursor_value = None
+        if cursor_ok and not held and kind.feed is not ChangeFeed.TRANS_DATE:
+            current = (await self.state.cursors()).get(kind.name)
+            cursor_value = advance(current, [str(r["lastUpdate"]) for r in listed.values()])
+        await self.state.record_documents(kind.name, records, deleted, pairs, cursor_value)
+
+        counts.documents += len(records) + len(deleted)
+        counts.pairs_queued += len(pairs)
+        if records or deleted:
+            log.info(
+                "documents_found",
+                changed=len(records),
+                deleted=len(deleted),
+                pairs=len(pairs),
+                cursor=cursor_value,
+            )
+
+    async def _bootstrap_cursor(self, kind: DocumentKind) -> None:
+        """Start a kind's cursor at its newest document, never at a clock.
+
+        Everything older is covered by the full sync that runs on a new state.
+        The list's sort may be ignored; then the cursor starts older than it
+        could, which only costs a longer first poll.
+        """
+        page = await self._accurate(
+            self.accurate.list_page(
+                kind.module,
+                fields=("id", "lastUpdate"),
+                sort="lastUpdate|desc;id|desc",
+            )
+        )
+        seen = []
+        for row in page.rows:
+            try:
+                parse_last_update(row.get("lastUpdate"))
+            except BadTimestamp:
+                continue
+            seen.append(str(row["lastUpdate"]))
+        cursor = advance(None, seen)
+        if cursor is not None:
+            await self.state.record_documents(kind.name, [], [], {}, cursor)
+            log.info("cursor_started", cursor=cursor)
+
+    async def _list_since(
+        self, kind: DocumentKind, start: str | None
+    ) -> list[dict[str, Any]]:
+        """All rows changed since `start`, plus one bounded re-read.
+
+        When the list spans pages, a document edited while we paged can move
+        between pages and be skipped; one more pass over the same window finds
+        it, and anything still moving is inside the next poll's lookback.
+        """
+        filters = []
+        if start is not None and kind.name not in self._filter_ignored:
+            filters.append(Filter("lastUpdate", "GREATER_EQUAL_THAN", (start,)))
+        rows, pages = await self._list_all(kind.module, filters)
+        if pages > 1:
+            again, _ = await self._list_all(kind.module, filters)
+            rows = _union_by_id(rows, again)
+        return rows
+
+    async def _list_trans_date_window(self, kind: DocumentKind) -> list[dict[str, Any]]:
+        today = accurate_now(self.settings.accurate.timezone).date()
+        first = format_date(today - timedelta(days=TRANS_DATE_DAYS))
+        last = format_date(today + timedelta(days=1))
+        filters = [Filter("transDate", "BETWEEN", (first, last))]
+        rows, _ = await self._list_all(kind.module, filters)
+        return rows
+
+    async def _list_all(
+        self, module: str, filters: Sequence[Filter]
+    ) -> tuple[list[dict[str, Any]], int]:
+        rows: list[dict[str, Any]] = []
+        page_number = 1
+        while True:
+            page = await self._accurate(
+                self.accurate.list_page(
+                    module,
+                    fields=DOCUMENT_FIELDS if module != "item" else ITEM_FIELDS,
+                    filters=filters,
+                    page=page_number,
+                    sort="lastUpdate|asc;id|asc",
+                )
+            )
+            rows.extend(page.rows)
+            if not page.rows or page_number >= page.page_count:
+                return rows, page_number
+            page_number += 1
+
+    def _check_rows(
+        self, kind: DocumentKind, rows: list[dict[str, Any]], start: str | None
+    ) -> tuple[dict[int, dict[str, Any]], bool]:
+        """Rows inside the window, by id; False when the cursor must hold."""
+        listed: dict[int, dict[str, Any]] = {}
+        cursor_ok = True
+        outside = 0
+        newest_allowed = accurate_now(self.settings.accurate.timezone) + AHEAD_WARNING
+        for row in rows:
+            doc_id = row.get("id")
+            if not isinstance(doc_id, int):
+                raise MalformedResponse("accurate", f"{kind.module}/list.do", "row without id")
+            value = row.get("lastUpdate")
+            try:
+                moment = parse_last_update(value)
+            except BadTimestamp:
+                cursor_ok = False
+                log.error(
+                    "last_update_unparsable",
+                    document=row.get("number", doc_id),
+                    value=value,
+                    action="the cursor of this kind holds until the value parses",
+                )
+                listed[doc_id] = row
+                continue
+            if start is not None and not in_window(str(value), start):
+                outside += 1
+                continue
+            if moment > newest_allowed:
+                log.warning(
+                    "last_update_ahead",
+                    document=row.get("number", doc_id),
+                    value=value,
+                    hint="check accurate.timezone",
+                )
+            listed[doc_id] = row
+        if outside and kind.name not in self._filter_ignored:
+            self._filter_ignored.add(kind.name)
+            log.warning("filter_ignored", rows_outside_window=outside, filter="lastUpdate")
+        return listed, cursor_ok
+
+    async def _vanished(
+        self, kind: DocumentKind, start: str | None, listed: Mapping[int, Any]
+    ) -> dict[int, DocumentRecord]:
+        """Known documents the window should have listed but did not: deleted."""
+        if kind.feed is ChangeFeed.TRANS_DATE:
+            known = await self.state.documents(kind.name)
+            today = accurate_now(self.settings.accurate.timezone).date()
+            first = today - timedelta(days=TRANS_DATE_DAYS)
+            return {
+                doc_id: doc
+                for doc_id, doc in known.items()
+                if doc_id not in listed and _date_at_or_after(doc.trans_date, first)
+            }
+        if start is None:
+            return {}
+        known = await self.state.documents(kind.name, since=start)
+        return {doc_id: doc for doc_id, doc in known.items() if doc_id not in listed}
+
+    async def _read_documents(
+        self,
+        kind: DocumentKind,
+        changed: Mapping[int, dict[str, Any]],
+        known: Mapping[int, DocumentRecord],
+    ) -> tuple[list[DocumentRecord], dict[Pair, str], list[int], bool]:
+        records: list[DocumentRecord] = []
+        pairs: dict[Pair, str] = {}
+        deleted: list[int] = []
+        held = False
+
+        async def read(doc_id: int, row: dict[str, Any]) -> None:
+            nonlocal held
+            number = str(row.get("number") or doc_id)
+            reason = f"{kind.name} {number}"
+            old = known.get(doc_id)
+            if old is not None:
+                pairs.update(dict.fromkeys(old.pairs, reason))
+            try:
+                detail = await self._accurate(self.accurate.detail(kind.module, doc_id))
+                touched = kind.pairs(detail)
+            except NotFound:
+                if old is not None:
+                    deleted.append(doc_id)
+                return
+            except MalformedDocument as error:
+                held = True
+                log.error("document_unreadable", document=number, error=str(error))
+                return
+            pairs.update(dict.fromkeys(touched, reason))
+            records.append(
+                DocumentRecord(
+                    doc_id,
+                    number,
+                    str(row["lastUpdate"]),
+                    _opt_lock(row),
+                    frozenset(touched),
+                    _text(row.get("transDate")),
+                )
+            )
+
+        async with anyio.create_task_group() as tg:
+            for doc_id, row in changed.items():
+                tg.start_soon(read, doc_id, row)
+        return records, pairs, deleted, held
+
+    async def _poll_items(self, counts: Counts) -> None:
+        """New, renamed and suspended items; a changed opening balance."""
+        with structlog.contextvars.bound_contextvars(kind="opening_balance"):
+            try:
+                await self._poll_items_once(counts)
+            except ServiceError as error:
+                counts.errors += 1
+                log.error("poll_kind_failed", error=str(error))
+
+    async def _poll_items_once(self, counts: Counts) -> None:
+        cursor = (await self.state.cursors()).get("opening_balance")
+        start = window_start(cursor, self.settings.sync.lookback)
+        filters = [] if start is None else [Filter("lastUpdate", "GREATER_EQUAL_THAN", (start,))]
+        rows, _ = await self._list_all("item", filters)
+
+        items, pairs, seen = [], {}, []
+        known = await self.state.documents("opening_balance", ids=[r.get("id") for r in rows if isinstance(r.get("id"), int)])
+        for row in rows:
+            item = _item(row)
+            if item is None:
+                continue
+            last_update = str(row.get("lastUpdate"))
+            try:
+                if not in_window(last_update, start):
+                    continue
+                seen.append(last_update)
+            except BadTimestamp:
+                log.error("last_update_unparsable", document=item.no, value=last_update)
+                continue
+            if item.id in known and known[item.id].last_update == last_update:
+                continue
+            items.append((item, _text(row.get("name"))))
+            pairs[(item.id, ALL_WAREHOUSES)] = f"item {item.no} changed"
+
+        if not items and cursor is not None:
+            return
+        new_cursor = advance(cursor, seen)
+        await self.state.record_items(items, pairs, new_cursor)
+        await self.state.record_documents(
+            "opening_balance",
+            [
+                DocumentRecord(i.id, i.no, str(_row_by_id(rows, i.id)["lastUpdate"]), None, frozenset({(i.id, ALL_WAREHOUSES)}))
+                for i, _ in items
+            ],
+            [],
+            {},
+            new_cursor,
+        )
+        counts.documents += len(items)
+        counts.pairs_queued += len(pairs)
+        if items:
+            await self.reload_mapping()
+
+    # -- refresh ----------------------------------------------------------------
+
+    async def refresh(self, counts: Counts | None = None) -> None:
+        """Read the absolute stock of every queued pair and queue its pushes."""
+        counts = counts or Counts()
+        async with self._refresh_lock:
+            while True:
+                pending = await self.state.pending_pairs(limit=500)
+                if not pending:
+                    return
+                await self._refresh_batch(pending, counts)
+
+    async def _refresh_batch(self, pending: list[QueuedPair], counts: Counts) -> None:
+        by_item: dict[int, list[QueuedPair]] = defaultdict(list)
+        for pair in pending:
+            by_item[pair.item_id].append(pair)
+
+        results: dict[int, ItemBalances | None] = {}
+
+        async def read(item_id: int) -> None:
+            try:
+                results[item_id] = await self._accurate(self.accurate.item_balances(item_id))
+            except NotFound:
+                log.warning("item_not_found", item=item_id)
+                results[item_id] = None
+
+        async with anyio.create_task_group() as tg:
+            for item_id in by_item:
+                tg.start_soon(read, item_id)
+
+        readings, targets, reasons = [], set(), {}
+        for item_id, balances in results.items():
+            if balances is None:
+                continue
+            read_at = iso_utc(utc_now())
+            for wb in balances.warehouses:
+                if wb.warehouse_id in self.warehouses.sources:
+                    readings.append(Reading(item_id, wb.warehouse_id, wb.balance, read_at))
+            for fwh in self.warehouses.forstok_targets(
+                self._touched_warehouses(by_item[item_id])
+            ):
+                targets.add((item_id, fwh))
+                reasons[(item_id, fwh)] = by_item[item_id][0].reason
+        counts.pairs_read += len(readings)
+        reason = "; ".join(sorted({p.reason for p in pending}))[:200]
+        await self.state.record_readings(readings, pending, targets, reason)
+
+    def _touched_warehouses(self, pairs: Iterable[QueuedPair]) -> set[int]:
+        touched: set[int] = set()
+        for pair in pairs:
+            if pair.warehouse_id == ALL_WAREHOUSES:
+                touched |= set(self.warehouses.sources)
+            else:
+                touched.add(pair.warehouse_id)
+        return touched
+
+    # -- push -------------------------------------------------------------------
+
+    async def push(self, counts: Counts | None = None) -> None:
+        """Send every queued target whose quantity differs from Forstok's.
+
+        One pusher at a time, so pushes of one pair are never concurrent; a
+        caller that finds it busy leaves a note and the pusher goes round again.
+        """
+        counts = counts or Counts()
+        if self._push_lock.locked():
+            self._push_again = True
+            return
+        async with self._push_lock:
+            self._push_again = True
+            while self._push_again:
+                self._push_again = False
+                await self._requeue_due_rows()
+                while await self._push_round(counts):
+                    self._push_again = True
+
+    async def _push_round(self, counts: Counts) -> bool:
+        """Push one round of queued targets; False when there is nothing to do."""
+        if time.monotonic() < self._forstok_paused_until:
+            return False
+        size = self.settings.forstok.batch_size
+        queued = await self.state.queued_targets(limit=size * 10)
+        if not queued:
+            return False
+
+        plans = await self._plan(queued)
+        sendable = [p for p in plans if p.outcome == "send"]
+        await self.state.record_pushes([p.record() for p in plans if p.outcome != "send"])
+        counts.unchanged += sum(1 for p in plans if p.outcome == "skipped")
+
+        for start in range(0, len(sendable), size):
+            batch = sendable[start : start + size]
+            if not await self._send(batch, counts):
+                return False
+        return True
+
+    async def _plan(self, queued: list[QueuedTarget]) -> list[_Plan]:
+        readings = await self.state.readings(t.item_id for t in queued)
+        plans = []
+        for target in queued:
+            plans.append(self._plan_one(target, readings))
+        keys = [(p.sku, p.target.forstok_warehouse) for p in plans if p.sku]
+        pushed = await self.state.pushed(keys)
+        failing = await self.state.failing(keys)
+        seen: set[tuple[str, int]] = set()
+        for plan in plans:
+            if plan.outcome != "send":
+                continue
+            key = (plan.sku, plan.target.forstok_warehouse)
+            previous = pushed.get(key)
+            plan.old = previous.quantity if previous else None
+            fail = failing.get(key)
+            if key in seen:
+                plan.outcome = "skipped"
+            elif previous and previous.read_at > plan.read_at:
+                plan.outcome = "skipped"
+                log.info("stale_reading_skipped", sku=plan.sku, warehouse=key[1])
+            elif previous and previous.quantity == plan.quantity and not fail:
+                plan.outcome = "skipped"
+            elif fail and fail.held and fail.quantity == plan.quantity:
+                plan.outcome = "skipped"
+            elif fail and not fail.held and fail.retry_at > iso_utc(utc_now()) and fail.quantity == plan.quantity:
+                plan.outcome = "skipped"
+            else:
+                plan.attempts = fail.attempts if fail and fail.quantity == plan.quantity else 0
+            seen.add(key)
+        return plans
+
+    def _plan_one(self, target: QueuedTarget, readings: Mapping[Pair, Reading]) -> _Plan:
+        mapped = self.mapping.targets.get(target.item_id)
+        sources = self.warehouses.feeds.get(target.forstok_warehouse, [])
+        if mapped is None or not sources:
+            return _Plan(target, "", 0, "", target.reason, "skipped")
+
+        found = [readings[(target.item_id, w)] for w in sources if (target.item_id, w) in readings]
+        if not found:
+            return _Plan(target, mapped.sku, 0, "", target.reason, "skipped")
+        rules = self.warehouses.sources[sources[0]].rules
+        quantity = offered_quantity([r.quantity for r in found], mapped.pack_size, rules)
+        raw_total = sum((r.quantity for r in found), Decimal(0))
+        if raw_total < 0:
+            log.warning(
+                "negative_stock",
+                sku=mapped.sku,
+                warehouse=target.forstok_warehouse,
+                item=mapped.item_no,
+                quantity=str(raw_total),
+                pushed=quantity,
+            )
+        read_at = min(r.read_at for r in found)
+        return _Plan(target, mapped.sku, quantity, read_at, target.reason, "send")
+
+    async def _send(self, batch: list[_Plan], counts: Counts) -> bool:
+        """Send one request; False when Forstok is unavailable for now."""
+        if self.dry_run:
+            for plan in batch:
+                plan.outcome = "dry_run"
+                log.info("push_dry_run", sku=plan.sku, warehouse=plan.target.forstok_warehouse, quantity=plan.quantity, old=plan.old, reason=plan.reason)
+            await self.state.record_pushes([p.record() for p in batch])
+            return True
+
+        rows = [QuantityRow(p.sku, p.target.forstok_warehouse, p.quantity) for p in batch]
+        try:
+            report = await self.forstok.push_quantities(rows)
+        except RetriableError as error:
+            self._forstok_health.failed(error)
+            return False
+        except CredentialError as error:
+            self._forstok_paused_until = time.monotonic() + self.settings.accurate.credential_retry_interval
+            log.error("forstok_credentials_rejected", error=str(error), action=error.action)
+            return False
+        except PermanentError as error:
+            log.error("push_failed", error=str(error))
+            return False
+        self._forstok_health.succeeded()
+
+        rejected = {(r.sku, r.warehouse_id): why for r, why in report.rejected}
+        for plan in batch:
+            why = rejected.get((plan.sku, plan.target.forstok_warehouse))
+            if why is None:
+                plan.outcome = "pushed"
+                counts.pushed += 1
+                continue
+            self._reject(plan, why, counts)
+        await self.state.record_pushes([p.record() for p in batch])
+        pushed = [p for p in batch if p.outcome == "pushed"]
+        if pushed:
+            log.debug("pushed", rows=len(pushed))
+        return True
+
+    def _reject(self, plan: _Plan, why: str, counts: Counts) -> None:
+        plan.attempts += 1
+        plan.error = why
+        if plan.attempts >= MAX_ROW_ATTEMPTS or "not found" in why.lower():
+            plan.outcome = "held"
+            counts.held += 1
+            log.warning(
+                "push_held",
+                sku=plan.sku,
+                warehouse=plan.target.forstok_warehouse,
+                quantity=plan.quantity,
+                reason=why,
+                action="fix the SKU or warehouse in Forstok or the mapping, "
+                "then run `stocksync retry`",
+            )
+            return
+        plan.outcome = "rejected"
+        counts.rejected += 1
+        wait = min(3600.0, 30.0 * 2 ** (plan.attempts - 1)) * random.uniform(0.8, 1.2)
+        plan.retry_at = iso_utc(utc_now() + timedelta(seconds=wait))
+        log.warning(
+            "push_rejected",
+            sku=plan.sku,
+            warehouse=plan.target.forstok_warehouse,
+            attempt=plan.attempts,
+            retry_in_s=round(wait),
+            reason=why,
+        )
+
+    async def _requeue_due_rows(self) -> None:
+        now = iso_utc(utc_now())
+        due = [
+            (self._sku_items[key[0]], key[1])
+            for key, fail in (await self.state.failing()).items()
+            if not fail.held and fail.retry_at <= now and key[0] in self._sku_items
+        ]
+        if due:
+            await self.state.queue_targets(due, "retry after rejection")
+
+    # -- full sync ----------------------------------------------------------------
+
+    async def full_sync(self, reason: str = "scheduled", progress: Progress | None = None) -> Counts:
+        """Re-read every mapped warehouse and push every difference."""
+        run_id = new_run_id()
+        counts = Counts()
+        started = time.monotonic()
+        with structlog.contextvars.bound_contextvars(run_id=run_id):
+            log.info("full_sync_started", reason=reason)
+            await self.state.start_run(run_id, "full_sync")
+            error = None
+            try:
+                await self._full_sync(counts, progress)
+            except ServiceError as exc:
+                error = str(exc)
+                counts.errors += 1
+                log.error("full_sync_failed", error=error)
+                raise
+            finally:
+                outcome = "failed" if error else "ok"
+                with anyio.CancelScope(shield=True):
+                    await self.state.finish_run(run_id, outcome, counts.as_dict(), error)
+            self._log_summary("full_sync_finished", counts, started, always=True)
+        return counts
+
+    async def _full_sync(self, counts: Counts, progress: Progress | None) -> None:
+        await self.load_warehouses()
+        await self._read_item_list()
+        await self.state.release_held()
+        retention = utc_now() - timedelta(days=self.settings.sync.history_days)
+        await self.state.prune_history(iso_utc(retention))
+
+        reporter = _ProgressReporter(self.settings.sync.progress_interval, progress, counts)
+        async with anyio.create_task_group() as tg:
+            reading_done = anyio.Event()
+            tg.start_soon(self._push_while, reading_done, counts, name="full_sync_push")
+            try:
+                for warehouse_id in self.warehouses.sources:
+                    await self._read_warehouse(warehouse_id, counts, reporter)
+            finally:
+                reading_done.set()
+        await self.refresh(counts)
+        await self.push(counts)
+        reporter.done()
+
+    async def _push_while(self, done: anyio.Event, counts: Counts) -> None:
+        while not done.is_set():
+            await self.push(counts)
+            with anyio.move_on_after(0.2):
+                await done.wait()
+
+    async def _read_item_list(self) -> None:
+        rows, _ = await self._list_all("item", [])
+        items = [(item, _text(row.get("name"))) for row in rows if (item := _item(row))]
+        await self.state.record_items(items, {}, None)
+        await self.reload_mapping()
+
+    async def _read_warehouse(self, warehouse_id: int, counts: Counts, reporter: _ProgressReporter) -> None:
+        with structlog.contextvars.bound_contextvars(warehouse=warehouse_id):
+            previous = await self.state.readings_in(warehouse_id)
+            first = await self._accurate(self.accurate.list_stock_page(warehouse_id, 1))
+            reporter.add_pages(first.page_count)
+            seen: set[int] = set()
+            await self._store_stock_page(warehouse_id, first, seen, counts, reporter)
+
+            pages = iter(range(2, first.page_count + 1))
+
+            async def worker() -> None:
+                for number in pages:
+                    page = await self._accurate(self.accurate.list_stock_page(warehouse_id, number))
+                    await self._store_stock_page(warehouse_id, page, seen, counts, reporter)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(max(1, self.settings.accurate.max_in_flight)):
+                    tg.start_soon(worker)
+            await self.state.set_warehouse_rows(warehouse_id, first.row_count)
+            await self._confirm_absent(warehouse_id, previous, seen)
+
+    async def _store_stock_page(self, warehouse_id: int, page: Any, seen: set[int], counts: Counts, reporter: _ProgressReporter) -> None:
+        read_at = iso_utc(utc_now())
+        forstok_id = self.warehouses.sources[warehouse_id].forstok_id
+        readings, targets = [], []
+        for row in page.rows:
+            seen.add(row.item_id)
+            readings.append(Reading(row.item_id, warehouse_id, row.quantity, read_at))
+            if row.item_id in self.mapping.targets:
+                targets.append((row.item_id, forstok_id))
+        await self.state.record_readings(readings, [], targets, "full sync")
+        counts.pages += 1
+        counts.pairs_read += len(readings)
+        reporter.page_done()
+
+    async def _confirm_absent(self, warehouse_id: int, previous: Mapping[int, Reading], seen: set[int]) -> None:
+        """Items missing from the stock list: confirm, never assume, a zero.
+
+        Accurate leaves items without recorded stock out of `list-stock`. An
+        item that had stock here is re-read through its detail before a zero
+        is pushed; a mapped item never seen here has no stock to confirm.
+        """
+        recheck = {
+            (item_id, warehouse_id): "full sync: absent from stock list"
+            for item_id, reading in previous.items()
+            if item_id not in seen and reading.quantity != 0
+        }
+        read_at = iso_utc(utc_now())
+        never = [
+            Reading(item_id, warehouse_id, Decimal(0), read_at)
+            for item_id in self.mapping.targets
+            if item_id not in seen and item_id not in previous
+        ]
+        forstok_id = self.warehouses.sources[warehouse_id].forstok_id
+        await self.state.record_readings(
+            never, [], [(r.item_id, forstok_id) for r in never], "full sync", requeue=recheck
+        )
+
+    # -- helpers ----------------------------------------------------------------
+
+    async def _accurate(self, call: Awaitable[Any]) -> Any:
+        try:
+            result = await call
+        except RetriableError as error:
+            self._accurate_health.failed(error)
+            raise
+        self._accurate_health.succeeded()
+        return result
+
+    def _log_summary(self, event: str, counts: Counts, started: float, always: bool = False) -> None:
+        elapsed = round(time.monotonic() - started, 3)
+        level = log.info if always or counts.found_work() else log.debug
+        level(event, elapsed_s=elapsed, **counts.as_dict())
+
+
+@dataclass
+class _Plan:
+    target: QueuedTarget
+    sku: str
+    quantity: int
+    read_at: str
+    reason: str
+    outcome: str
+    old: int | None = None
+    attempts: int = 0
+    error: str | None = None
+    retry_at: str | None = None
+
+    def record(self) -> PushRecord:
+        return PushRecord(
+            self.target,
+            self.sku,
+            self.quantity,
+            self.read_at,
+            self.old,
+            self.reason,
+            self.outcome,
+            self.error,
+            self.attempts,
+            self.retry_at,
+        )
+
+
+class _ProgressReporter:
+    """Logs full-sync progress at intervals, never per page."""
+
+    def __init__(self, interval: float, callback: Progress | None, counts: Counts) -> None:
+        self.interval = interval
+        self.callback = callback
+        self.counts = counts
+        self.started = time.monotonic()
+        self.last = self.started
+        self.pages_total = 0
+        self.pages_done = 0
+
+    def add_pages(self, pages: int) -> None:
+        self.pages_total += pages
+
+    def page_done(self) -> None:
+        self.pages_done += 1
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self._emit(now)
+
+    def done(self) -> None:
+        self._emit(time.monotonic())
+
+    def _emit(self, now: float) -> None:
+        elapsed = max(now - self.started, 1e-6)
+        rate = self.pages_done / elapsed
+        remaining = max(0, self.pages_total - self.pages_done)
+        eta = math.ceil(remaining / rate) if rate > 0 else None
+        percent = round(100 * self.pages_done / self.pages_total) if self.pages_total else 100
+        log.info(
+            "full_sync_progress",
+            pages=self.pages_done,
+            pages_total=self.pages_total,
+            percent=percent,
+            pairs_read=self.counts.pairs_read,
+            pushed=self.counts.pushed,
+            pages_per_s=round(rate, 2),
+            eta_s=eta,
+        )
+        if self.callback:
+            self.callback(
+                f"full sync {percent}% ({self.pages_done}/{self.pages_total} pages, "
+                f"{self.counts.pushed} pushed)"
+            )
+
+
+def _opt_lock(row: Mapping[str, Any]) -> int | None:
+    value = row.get("optLock")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _item(row: Mapping[str, Any]) -> Item | None:
+    item_id, number = row.get("id"), row.get("no")
+    if not isinstance(item_id, int) or not isinstance(number, str):
+        log.error("item_unreadable", item=item_id, value=number)
+        return None
+    return Item(
+        item_id,
+        number,
+        str(row.get("itemType") or "INVENTORY"),
+        bool(row.get("suspended")),
+    )
+
+
+def _row_by_id(rows: list[dict[str, Any]], item_id: int) -> dict[str, Any]:
+    return next(r for r in rows if r.get("id") == item_id)
+
+
+def _union_by_id(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_id = {row.get("id"): row for row in first}
+    for row in second:
+        by_id[row.get("id")] = row
+    return list(by_id.values())
+
+
+def _date_at_or_after(value: str | None, first: Any) -> bool:
+    from datetime import datetime
+
+    if value is None:
+        return False
+    try:
+        return datetime.strptime(value, "%d/%m/%Y").date() >= first  # noqa: DTZ007  a date, no time of day
+    except ValueError:
+        return False
