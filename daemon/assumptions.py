@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 # --- Accurate Online ---------------------------------------------------------
 
-# accurate §2 [A]: the client sends X-Api-Timestamp as Unix seconds (php-03).
-ACCURATE_TIMESTAMP_UNIX_SECONDS = True
+# accurate §2 [A]: the client sends X-Api-Timestamp as Unix seconds (php-03);
+# "iso" would send ISO-8601 UTC, the other zone-free form the server accepts.
+ACCURATE_TIMESTAMP_FORM: Literal["unix", "iso"] = "unix"
 
-# accurate §2 [D]: the signature is HMAC-SHA256 of the timestamp; we send Base64.
-ACCURATE_SIGNATURE_ENCODING = "base64"
+# accurate §2 [D/A]: HMAC-SHA256 of the exact timestamp; we send it as Base64.
+ACCURATE_SIGNATURE_ENCODING: Literal["base64", "hex"] = "base64"
 
 # accurate §2 [D]: a timestamp further than this from server time is refused.
 ACCURATE_MAX_CLOCK_SKEW_S = 600.0
@@ -56,7 +58,7 @@ ACCURATE_SIGNATURE_TEXT = re.compile(r"x-api-signature", re.IGNORECASE)
 ACCURATE_SESSION_ERROR_TEXT = "data session key tidak tepat"
 
 # accurate §3 [O]: `error` of an expired or invalid OAuth access token (401).
-ACCURATE_TOKEN_ERROR = "invalid_token"
+ACCURATE_OAUTH_EXPIRED_ERROR = "invalid_token"
 
 # accurate §3 [O]: `error` of a token that lacks a scope (403).
 ACCURATE_SCOPE_ERROR = "insufficient_scope"

@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands")
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
         sub.set_defaults(handler=handler)
         if name not in {"simulate", "demo"}:
@@ -73,21 +75,31 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     run = command("run", _run, "run the daemon until SIGTERM")
-    run.add_argument("--dry-run", action="store_true", help="compute and log pushes, send nothing")
+    run.add_argument(
+        "--dry-run", action="store_true", help="compute and log pushes, send nothing"
+    )
 
-    full = command("full-sync", _full_sync, "run one full sync in the foreground and exit")
-    full.add_argument("--dry-run", action="store_true", help="compute and log pushes, send nothing")
+    full = command(
+        "full-sync", _full_sync, "run one full sync in the foreground and exit"
+    )
+    full.add_argument(
+        "--dry-run", action="store_true", help="compute and log pushes, send nothing"
+    )
 
     status = command("status", _status, "show what the daemon is doing and has done")
     status.add_argument("--json", action="store_true")
 
-    mapping = command("mapping", _mapping, "report mapped, unmapped and conflicting items")
+    mapping = command(
+        "mapping", _mapping, "report mapped, unmapped and conflicting items"
+    )
     mapping.add_argument("--json", action="store_true")
     mapping_commands = mapping.add_subparsers(title="mapping commands")
     imp = mapping_commands.add_parser("import", help="import explicit overrides (CSV)")
     imp.add_argument("file", type=Path)
     imp.set_defaults(mapping_action="import")
-    imf = mapping_commands.add_parser("import-forstok", help="import a Forstok product export (CSV)")
+    imf = mapping_commands.add_parser(
+        "import-forstok", help="import a Forstok product export (CSV)"
+    )
     imf.add_argument("file", type=Path)
     imf.set_defaults(mapping_action="import-forstok")
 
@@ -99,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     retry = command("retry", _retry, "release held pushes so they are tried again")
     retry.add_argument("sku", nargs="?")
 
-    command("simulate", _simulate, "serve the Accurate and Forstok simulator on loopback")
+    command(
+        "simulate", _simulate, "serve the Accurate and Forstok simulator on loopback"
+    )
     command("demo", _demo, "run the daemon against the simulator for about a minute")
     return parser
 
@@ -199,7 +213,10 @@ def read_overrides(path: Path) -> tuple[list[Override], list[str]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "accurate_item_no" not in reader.fieldnames:
-            return [], [f"{path}: the header must name accurate_item_no (and forstok_sku, pack_size, exclude)"]
+            return [], [
+                f"{path}: the header must name accurate_item_no "
+                "(and optionally forstok_sku, pack_size, exclude)"
+            ]
         for line, row in enumerate(reader, start=2):
             item_no = (row.get("accurate_item_no") or "").strip()
             if not item_no:
@@ -210,9 +227,17 @@ def read_overrides(path: Path) -> tuple[list[Override], list[str]]:
                 if pack <= 0:
                     raise InvalidOperation
             except InvalidOperation:
-                problems.append(f"{path}:{line}: pack_size {row.get('pack_size')!r} is not a positive number")
+                problems.append(
+                    f"{path}:{line}: pack_size {row.get('pack_size')!r} "
+                    "is not a positive number"
+                )
                 continue
-            excluded = (row.get("exclude") or "").strip().lower() in {"1", "yes", "true", "y"}
+            excluded = (row.get("exclude") or "").strip().lower() in {
+                "1",
+                "yes",
+                "true",
+                "y",
+            }
             sku = (row.get("forstok_sku") or "").strip() or None
             overrides.append(Override(item_no, sku, pack, excluded))
     return overrides, problems
@@ -223,9 +248,19 @@ async def _import_forstok(settings: Settings, path: Path) -> int:
 
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        column = next((c for c in reader.fieldnames or [] if c.strip().lower() in {"sku", "sku seller", "seller sku"}), None)
+        column = next(
+            (
+                c
+                for c in reader.fieldnames or []
+                if c.strip().lower() in {"sku", "sku seller", "seller sku"}
+            ),
+            None,
+        )
         if column is None:
-            print(f"stocksync: {path}: no SKU column (expected a header named SKU)", file=sys.stderr)
+            print(
+                f"stocksync: {path}: no SKU column (expected a header named SKU)",
+                file=sys.stderr,
+            )
             return EX_DATAERR
         skus = [row[column] for row in reader if (row.get(column) or "").strip()]
     state = await State.open(settings.state_path)

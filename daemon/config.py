@@ -268,14 +268,23 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
 
 def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     reader = _Reader(environ)
-    known = {"accurate", "forstok", "warehouses", "sync", "state_path", "log"}
+    known = {
+        "accurate",
+        "forstok",
+        "warehouses",
+        "stock_rules",
+        "sync",
+        "state_path",
+        "log",
+    }
     for key in raw:
         if key not in known:
             reader.problem(str(key), f"unknown key; expected one of {sorted(known)}")
 
     accurate = _accurate(reader, reader.section(raw, "accurate"))
     forstok = _forstok(reader, reader.section(raw, "forstok"))
-    warehouses = _warehouses(reader, raw.get("warehouses"))
+    defaults = _rules(reader, reader.section(raw, "stock_rules"), "stock_rules")
+    warehouses = _warehouses(reader, raw.get("warehouses"), defaults)
     sync = _sync(reader, reader.section(raw, "sync"))
     state_path = reader.value(raw, "state_path", _path, Path(), required=True)
     log = _log(reader, reader.section(raw, "log"))
@@ -302,7 +311,7 @@ def _with_source(settings: Settings, path: Path) -> Settings:
 
 def _accurate(r: _Reader, raw: Mapping[str, Any]) -> AccurateSettings:
     d = AccurateSettings()
-    auth = r.value(raw, "accurate.auth", _choice("api_token", "oauth"), d.auth)
+    auth: str = r.value(raw, "accurate.auth", _choice("api_token", "oauth"), d.auth)
     api_token = r.value(raw, "accurate.api_token", _secret, None)
     signature_secret = r.value(raw, "accurate.signature_secret", _secret, None)
     oauth = None
@@ -312,7 +321,9 @@ def _accurate(r: _Reader, raw: Mapping[str, Any]) -> AccurateSettings:
             ("signature_secret", signature_secret),
         ):
             if value is None and not _problem_recorded(r, f"accurate.{key}"):
-                r.problem(f"accurate.{key}", "is required when accurate.auth is api_token")
+                r.problem(
+                    f"accurate.{key}", "is required when accurate.auth is api_token"
+                )
     else:
         oauth = _oauth(r, r.section(raw, "accurate.oauth"))
 
@@ -382,7 +393,9 @@ def _forstok(r: _Reader, raw: Mapping[str, Any]) -> ForstokSettings:
     )
 
 
-def _warehouses(r: _Reader, raw: Any) -> tuple[WarehouseMapping, ...]:
+def _warehouses(
+    r: _Reader, raw: Any, defaults: StockRules
+) -> tuple[WarehouseMapping, ...]:
     if raw is None:
         r.problem("warehouses", "is required: map at least one Accurate warehouse")
         return ()
@@ -398,20 +411,43 @@ def _warehouses(r: _Reader, raw: Any) -> tuple[WarehouseMapping, ...]:
             r.problem(key, f"expected a mapping, got {_describe(entry)}")
             continue
         name = r.value(entry, f"{key}.accurate", _text, "", required=True)
-        forstok_id = r.value(entry, f"{key}.forstok_id", _whole_number, 0, required=True)
-        rules = _rules(r, entry, key)
+        forstok_id = r.value(
+            entry, f"{key}.forstok_id", _whole_number, 0, required=True
+        )
+        rules = _rules(r, entry, key, defaults)
         if name and name in seen:
             r.problem(f"{key}.accurate", f"warehouse {name!r} is mapped twice")
         seen.add(name)
         mappings.append(WarehouseMapping(name, forstok_id, rules))
+    _check_shared_rules(r, mappings)
     return tuple(mappings)
 
 
-def _rules(r: _Reader, raw: Mapping[str, Any], key: str) -> StockRules:
+def _check_shared_rules(r: _Reader, mappings: list[WarehouseMapping]) -> None:
+    """Rules apply after summing, so warehouses feeding one target must agree."""
+    first: dict[int, int] = {}
+    for index, mapping in enumerate(mappings):
+        other = first.setdefault(mapping.forstok_id, index)
+        if mappings[other].rules != mapping.rules:
+            r.problem(
+                f"warehouses[{index}]",
+                f"buffer/percent/max differ from warehouses[{other}], which feeds "
+                f"the same Forstok warehouse {mapping.forstok_id}; give both the "
+                "same rules",
+            )
+
+
+def _rules(
+    r: _Reader,
+    raw: Mapping[str, Any],
+    key: str,
+    defaults: StockRules | None = None,
+) -> StockRules:
+    d = defaults or StockRules()
     return StockRules(
-        buffer=r.value(raw, f"{key}.buffer", _non_negative_int, 0),
-        percent=r.value(raw, f"{key}.percent", _percent, 100.0),
-        max=r.value(raw, f"{key}.max", _non_negative_int, None),
+        buffer=r.value(raw, f"{key}.buffer", _non_negative_int, d.buffer),
+        percent=r.value(raw, f"{key}.percent", _percent, d.percent),
+        max=r.value(raw, f"{key}.max", _non_negative_int, d.max),
     )
 
 

@@ -192,8 +192,7 @@ def build_query(pairs: Sequence[tuple[str, str | int]]) -> str:
     refuse those characters unencoded.
     """
     return "&".join(
-        f"{quote(key, safe=',')}={quote(str(value), safe=',')}"
-        for key, value in pairs
+        f"{quote(key, safe=',')}={quote(str(value), safe=',')}" for key, value in pairs
     )
 
 

@@ -79,7 +79,9 @@ def _nested_id(record: Mapping[str, Any], flat: str, nested: str) -> int | None:
 def _lines(kind: str, detail: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     lines = detail.get("detailItem")
     if not isinstance(lines, list) or not all(isinstance(x, Mapping) for x in lines):
-        raise MalformedDocument(kind, detail.get("number", detail.get("id")), "detailItem")
+        raise MalformedDocument(
+            kind, detail.get("number", detail.get("id")), "detailItem"
+        )
     return lines
 
 
@@ -137,7 +139,9 @@ def _kind(
 
 
 KINDS: tuple[DocumentKind, ...] = (
-    _kind("opening_balance", "item", "Stok Awal Barang", ChangeFeed.ITEM, opening_balance),
+    _kind(
+        "opening_balance", "item", "Stok Awal Barang", ChangeFeed.ITEM, opening_balance
+    ),
     _kind("delivery_order", "delivery-order", "Pengiriman Pesanan"),
     _kind("sales_invoice", "sales-invoice", "Faktur Penjualan"),
     _kind("sales_return", "sales-return", "Retur Penjualan"),
@@ -157,7 +161,12 @@ KINDS: tuple[DocumentKind, ...] = (
     _kind("stock_opname_result", "stock-opname-result", "Hasil Stok Opname"),
     _kind("vendor_claim", "vendor-claim", "Klaim Pemasok", ChangeFeed.TRANS_DATE),
     _kind("customer_claim", "customer-claim", "Klaim Pelanggan"),
-    _kind("material_slip", "material-slip", "Pengambilan Bahan Baku", ChangeFeed.TRANS_DATE),
+    _kind(
+        "material_slip",
+        "material-slip",
+        "Pengambilan Bahan Baku",
+        ChangeFeed.TRANS_DATE,
+    ),
     _kind(
         "finished_good_slip",
         "finished-good-slip",

@@ -75,6 +75,8 @@ class InstanceLock:
         self.path = lock_path(state_path)
         self._wait = wait
         self._fd: int | None = None
+        self.holder: Holder | None = None
+        """What this lock wrote into the file while it holds it."""
 
     @property
     def held(self) -> bool:
@@ -93,12 +95,12 @@ class InstanceLock:
 
         holder = _this_process()
         _write(fd, holder)
-        self._fd = fd
+        self._fd, self.holder = fd, holder
         return holder
 
     def release(self) -> None:
         """Give the lock up; safe to call twice."""
-        fd, self._fd = self._fd, None
+        fd, self._fd, self.holder = self._fd, None, None
         if fd is None:
             return
         try:

@@ -114,7 +114,11 @@ def _catalogue(skus: Iterable[str], result: MappingResult) -> dict[str, str]:
         if len(raws) > 1:
             shown = tuple(sorted(raws))
             result.problems.append(
-                Problem("conflict", shown, f"Forstok SKUs {shown!r} differ only in case or spacing")
+                Problem(
+                    "conflict",
+                    shown,
+                    f"Forstok SKUs {shown!r} differ only in case or spacing",
+                )
             )
             continue
         catalogue[norm] = next(iter(raws))
@@ -130,10 +134,14 @@ def _target(
     if item.item_type != "INVENTORY":
         return None
     if override is not None and override.excluded:
-        result.problems.append(Problem("excluded", (item.no,), "excluded by the operator"))
+        result.problems.append(
+            Problem("excluded", (item.no,), "excluded by the operator")
+        )
         return None
     if item.suspended:
-        result.problems.append(Problem("suspended", (item.no,), "suspended in Accurate"))
+        result.problems.append(
+            Problem("suspended", (item.no,), "suspended in Accurate")
+        )
         return None
 
     wanted = override.forstok_sku if override and override.forstok_sku else item.no
@@ -166,7 +174,8 @@ def offered_quantity(
 
     units = int((total / pack_size).to_integral_value(rounding=ROUND_FLOOR))
     units = max(0, units - rules.buffer)
-    units = math.floor(units * rules.percent / 100)
+    # Decimal, so that 10 units at 30% are 3, not 2.9999 rounded down to 2.
+    units = math.floor(units * Decimal(str(rules.percent)) / 100)
     if rules.max is not None:
         units = min(units, rules.max)
     return units

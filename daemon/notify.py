@@ -123,9 +123,7 @@ def _socket_address(name: str) -> str | None:
     if name.startswith("/"):
         return name
     if name:
-        structlog.get_logger(__name__).warning(
-            "notify_socket_unsupported", socket=name
-        )
+        structlog.get_logger(__name__).warning("notify_socket_unsupported", socket=name)
     return None
 
 

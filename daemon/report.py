@@ -29,7 +29,10 @@ async def status_report(settings: Settings) -> dict[str, Any]:
             "last_poll": runs.get("poll"),
             "last_full_sync": runs.get("full_sync"),
             "next_full_sync": _next_full_sync(settings),
-            "cursors": [_cursor(row, settings) for row in sorted(cursors, key=lambda r: r["kind"])],
+            "cursors": [
+                _cursor(row, settings)
+                for row in sorted(cursors, key=lambda r: r["kind"])
+            ],
             "pairs_waiting": await state.count("pending_pair"),
             "pushes_waiting": await state.count("push_queue"),
             "pushes_failing": [
@@ -53,7 +56,9 @@ def _cursor(row: dict[str, str], settings: Settings) -> dict[str, Any]:
     entry: dict[str, Any] = dict(row)
     try:
         now = accurate_now(settings.accurate.timezone)
-        entry["age_s"] = int((now - parse_last_update(row["last_update"])).total_seconds())
+        entry["age_s"] = int(
+            (now - parse_last_update(row["last_update"])).total_seconds()
+        )
     except ValueError:
         entry["age_s"] = None
     return entry
@@ -92,7 +97,8 @@ async def mapping_report(settings: Settings) -> dict[str, Any]:
         "forstok_export": skus is not None,
         "mapped_items": len(result.targets),
         "warehouses": [
-            {"accurate": w.accurate, "forstok_id": w.forstok_id} for w in settings.warehouses
+            {"accurate": w.accurate, "forstok_id": w.forstok_id}
+            for w in settings.warehouses
         ],
         "mapped": [
             {"item": t.item_no, "sku": t.sku, "pack_size": str(t.pack_size)}

@@ -14,7 +14,6 @@ cron expressions, coalescing and misfire handling (C25).
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -107,25 +106,38 @@ async def run_daemon(settings: Settings, *, dry_run: bool | None = None) -> int:
     full_syncs = FullSyncRequests()
     polls = PollRequests()
 
-    with anyio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
-        with InstanceLock(settings.state_path):
-            async with open_engine(settings, dry_run=dry_run) as engine, anyio.create_task_group() as tg:
-                stopping = anyio.Event()
-                tg.start_soon(_handle_signals, signals, full_syncs, stopping, name="signals")
-                notifier.ready()
-                log.info("daemon_started", state=str(settings.state_path), dry_run=engine.dry_run)
+    with (
+        anyio.open_signal_receiver(
+            signal.SIGHUP, signal.SIGTERM, signal.SIGINT
+        ) as signals,
+        InstanceLock(settings.state_path),
+    ):
+        async with (
+            open_engine(settings, dry_run=dry_run) as engine,
+            anyio.create_task_group() as tg,
+        ):
+            stopping = anyio.Event()
+            tg.start_soon(
+                _handle_signals, signals, full_syncs, stopping, name="signals"
+            )
+            notifier.ready()
+            log.info(
+                "daemon_started",
+                state=str(settings.state_path),
+                dry_run=engine.dry_run,
+            )
 
-                scheduler = _scheduler(settings, polls, full_syncs)
-                scheduler.start()
-                try:
-                    tg.start_soon(watchdog_loop, notifier, name="watchdog")
-                    tg.start_soon(_work, engine, polls, full_syncs, notifier, name="work")
-                    await stopping.wait()
-                    notifier.stopping()
-                    log.info("daemon_stopping")
-                    tg.cancel_scope.cancel()
-                finally:
-                    scheduler.shutdown(wait=False)
+            scheduler = _scheduler(settings, polls, full_syncs)
+            scheduler.start()
+            try:
+                tg.start_soon(watchdog_loop, notifier, name="watchdog")
+                tg.start_soon(_work, engine, polls, full_syncs, notifier, name="work")
+                await stopping.wait()
+                notifier.stopping()
+                log.info("daemon_stopping")
+                tg.cancel_scope.cancel()
+            finally:
+                scheduler.shutdown(wait=False)
     log.info("daemon_stopped")
     return 0
 
@@ -138,7 +150,11 @@ async def _handle_signals(
             log.info("full_sync_requested", reason="SIGHUP")
             full_syncs.request("SIGHUP")
         elif stopping.is_set():
-            log.info("signal_ignored", signal=signal.Signals(signum).name, why="already stopping")
+            log.info(
+                "signal_ignored",
+                signal=signal.Signals(signum).name,
+                why="already stopping",
+            )
         else:
             log.info("signal_received", signal=signal.Signals(signum).name)
             stopping.set()
@@ -176,7 +192,9 @@ def _scheduler(
     )
 
     def missed(event: JobEvent) -> None:
-        log.warning("job_missed", job=event.job_id, scheduled=str(event.scheduled_run_time))
+        log.warning(
+            "job_missed", job=event.job_id, scheduled=str(event.scheduled_run_time)
+        )
 
     scheduler.add_listener(missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
     return scheduler
@@ -189,13 +207,18 @@ async def _work(
     notifier: Notifier,
 ) -> None:
     await _prepare(engine, notifier)
-    if await engine.state.get_meta("last_full_sync") is None:
-        full_syncs.request("new state")
+    last = (await engine.state.last_runs()).get("full_sync")
+    if last is None or last["outcome"] != "ok":
+        full_syncs.request("no completed full sync yet")
     polls.request()
 
+    pushes = PollRequests()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_poll_loop, engine, polls, notifier, name="poll_loop")
-        tg.start_soon(_full_sync_loop, engine, full_syncs, notifier, name="full_sync_loop")
+        tg.start_soon(_poll_loop, engine, polls, pushes, notifier, name="poll_loop")
+        tg.start_soon(_push_loop, engine, pushes, name="push_loop")
+        tg.start_soon(
+            _full_sync_loop, engine, full_syncs, notifier, name="full_sync_loop"
+        )
 
 
 async def _prepare(engine: Engine, notifier: Notifier) -> None:
@@ -207,7 +230,12 @@ async def _prepare(engine: Engine, notifier: Notifier) -> None:
             return
         except CredentialError as error:
             wait = engine.settings.accurate.credential_retry_interval
-            log.error("accurate_credentials_rejected", error=str(error), action=error.action, retry_in_s=wait)
+            log.error(
+                "accurate_credentials_rejected",
+                error=str(error),
+                action=error.action,
+                retry_in_s=wait,
+            )
             notifier.status("waiting: Accurate refused the credentials")
             await anyio.sleep(wait)
         except ServiceError as error:
@@ -217,27 +245,48 @@ async def _prepare(engine: Engine, notifier: Notifier) -> None:
             delay = min(delay * 2, 300.0)
 
 
-async def _poll_loop(engine: Engine, polls: PollRequests, notifier: Notifier) -> None:
+async def _poll_loop(
+    engine: Engine, polls: PollRequests, pushes: PollRequests, notifier: Notifier
+) -> None:
+    """Poll and refresh; pushing runs apart, so a Forstok outage never stalls
+    the reading of Accurate."""
     interval = engine.settings.sync.poll_interval
     while True:
         await polls.next()
         notifier.status("polling")
         try:
-            await engine.poll()
+            await engine.poll(push=False)
         except ServiceError as error:
             log.error("poll_failed", error=str(error))
+        pushes.request()
         notifier.status(f"idle, next poll in {interval:g} s")
+
+
+async def _push_loop(engine: Engine, pushes: PollRequests) -> None:
+    while True:
+        await pushes.next()
+        try:
+            await engine.push()
+        except ServiceError as error:
+            log.error("push_failed", error=str(error))
 
 
 async def _full_sync_loop(
     engine: Engine, full_syncs: FullSyncRequests, notifier: Notifier
 ) -> None:
+    delay = 5.0
     while True:
         reason = await full_syncs.next()
         notifier.status("full sync starting")
         try:
             await engine.full_sync(reason, progress=notifier.status)
-            await engine.state.set_meta("last_full_sync", str(time.time()))
+            delay = 5.0
         except ServiceError as error:
-            log.error("full_sync_failed", error=str(error), retry="at the next request")
+            # A failed full sync is the safety net missing: try again soon
+            # rather than at the next scheduled run.
+            log.error("full_sync_failed", error=str(error), retry_in_s=delay)
+            notifier.status("full sync failed; retrying")
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 900.0)
+            full_syncs.request(f"retry after failure ({reason})")
         notifier.status("idle")

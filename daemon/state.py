@@ -4,8 +4,8 @@ What must survive a crash lives here, and moves between tables only inside
 one write transaction:
 
     list documents ──► document + pending_pair + cursor      (one transaction)
-    read stock     ──► reading + push_queue − pending_pair   (one transaction)
-    push accepted  ──► pushed + history − push_queue         (one transaction)
+    read stock     ──► reading + push_queue, minus pending_pair   (one transaction)
+    push accepted  ──► pushed + history, minus push_queue         (one transaction)
 
 A cursor therefore never passes work that is not recorded (C20), and a pair
 leaves a queue only once the next stage holds it. Queue rows carry a
@@ -251,10 +251,13 @@ class State:
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
-        self._seq = int(await self._scalar(
-            "SELECT max(m) FROM (SELECT max(seq) m FROM pending_pair "
-            "UNION ALL SELECT max(seq) FROM push_queue)"
-        ) or 0)
+        self._seq = int(
+            await self._scalar(
+                "SELECT max(m) FROM (SELECT max(seq) m FROM pending_pair "
+                "UNION ALL SELECT max(seq) FROM push_queue)"
+            )
+            or 0
+        )
 
     # -- transactions -----------------------------------------------------
 
@@ -310,18 +313,34 @@ class State:
         self, kind: str, ids: Iterable[int] | None = None, since: str | None = None
     ) -> dict[int, DocumentRecord]:
         """Known documents of a kind: by id, or at/after a `lastUpdate`."""
+        if ids is not None:
+            found: dict[int, DocumentRecord] = {}
+            for chunk in _chunks(sorted(set(ids)), 500):
+                marks = ",".join("?" * len(chunk))
+                rows = await self._rows(
+                    f"SELECT * FROM document WHERE kind = ? AND id IN ({marks})",  # noqa: S608  placeholders only
+                    [kind, *chunk],
+                )
+                found.update({row["id"]: _document(row) for row in rows})
+            return found
         sql = "SELECT * FROM document WHERE kind = ?"
         args: list[Any] = [kind]
         if since is not None:
             sql += " AND sort_key >= ?"
             args.append(_sort_key(since))
-        rows = await self._rows(sql, args)
-        wanted = None if ids is None else set(ids)
-        return {
-            row["id"]: _document(row)
-            for row in rows
-            if wanted is None or row["id"] in wanted
-        }
+        return {row["id"]: _document(row) for row in await self._rows(sql, args)}
+
+    async def prune_documents(self, before: str) -> int:
+        """Forget documents last changed before `before` (a lastUpdate value).
+
+        A remembered document lets an edit refresh the pairs its old version
+        touched; an edit after this horizon is left to the full sync.
+        """
+        async with self.write() as db:
+            cursor = await db.execute(
+                "DELETE FROM document WHERE sort_key < ?", (_sort_key(before),)
+            )
+            return cursor.rowcount
 
     async def record_documents(
         self,
@@ -335,22 +354,7 @@ class State:
         """Remember what a poll found and queue its pairs, with the cursor."""
         now = iso_utc(utc_now())
         async with self.write() as db:
-            await db.executemany(
-                "INSERT OR REPLACE INTO document VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        kind,
-                        d.id,
-                        d.number,
-                        d.last_update,
-                        _sort_key_or_raw(d.last_update),
-                        d.opt_lock,
-                        d.trans_date,
-                        json.dumps(sorted(d.pairs)),
-                    )
-                    for d in changed
-                ],
-            )
+            await self._store_documents(db, kind, changed)
             await db.executemany(
                 "DELETE FROM document WHERE kind = ? AND id = ?",
                 [(kind, doc_id) for doc_id in deleted],
@@ -362,6 +366,26 @@ class State:
                     "SET last_update = excluded.last_update, updated_at = ?",
                     (kind, cursor, now, now),
                 )
+
+    async def _store_documents(
+        self, db: _Tx, kind: str, documents: Sequence[DocumentRecord]
+    ) -> None:
+        await db.executemany(
+            "INSERT OR REPLACE INTO document VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    kind,
+                    d.id,
+                    d.number,
+                    d.last_update,
+                    _sort_key_or_raw(d.last_update),
+                    d.opt_lock,
+                    d.trans_date,
+                    json.dumps(sorted(d.pairs)),
+                )
+                for d in documents
+            ],
+        )
 
     async def _queue_pairs(self, db: _Tx, pairs: Reasons, reason: str) -> None:
         reasons = pairs if isinstance(pairs, Mapping) else dict.fromkeys(pairs, reason)
@@ -387,10 +411,16 @@ class State:
         pairs: Reasons,
         cursor: str | None,
         reason: str = "",
+        versions: Sequence[DocumentRecord] = (),
     ) -> None:
-        """Upsert items (with names) and queue their pairs, with the cursor."""
+        """Upsert items (with names) and queue their pairs, with the cursor.
+
+        `versions` remembers each item's `lastUpdate`, so that re-listing an
+        unchanged item costs nothing.
+        """
         now = iso_utc(utc_now())
         async with self.write() as db:
+            await self._store_documents(db, "opening_balance", versions)
             await db.executemany(
                 "INSERT OR REPLACE INTO item VALUES (?, ?, ?, ?, ?, ?)",
                 [
@@ -409,8 +439,9 @@ class State:
             if cursor is not None:
                 await db.execute(
                     "INSERT INTO cursor VALUES ('opening_balance', ?, ?) "
-                    "ON CONFLICT (kind) DO UPDATE SET last_update = excluded.last_update,"
-                    " updated_at = excluded.updated_at",
+                    "ON CONFLICT (kind) DO UPDATE SET "
+                    "last_update = excluded.last_update, "
+                    "updated_at = excluded.updated_at",
                     (cursor, now),
                 )
 
@@ -579,7 +610,9 @@ class State:
             for row in rows
         ]
 
-    async def queue_targets(self, targets: Iterable[tuple[int, int]], reason: str) -> None:
+    async def queue_targets(
+        self, targets: Iterable[tuple[int, int]], reason: str
+    ) -> None:
         async with self.write() as db:
             await db.executemany(
                 "INSERT INTO push_queue VALUES (?, ?, ?, ?) "
@@ -593,7 +626,9 @@ class State:
             raise ValueError(f"unknown table {table}")
         return int(await self._scalar(f"SELECT count(*) FROM {table}"))  # noqa: S608  table name checked above
 
-    async def pushed(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Pushed]:
+    async def pushed(
+        self, keys: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], Pushed]:
         found: dict[tuple[str, int], Pushed] = {}
         for chunk in _chunks(sorted(set(keys)), 400):
             clause = " OR ".join("(sku = ? AND forstok_warehouse = ?)" for _ in chunk)
@@ -601,11 +636,16 @@ class State:
             rows = await self._rows(f"SELECT * FROM pushed WHERE {clause}", args)  # noqa: S608  placeholders only
             for row in rows:
                 found[(row["sku"], row["forstok_warehouse"])] = Pushed(
-                    row["sku"], row["forstok_warehouse"], row["quantity"], row["read_at"]
+                    row["sku"],
+                    row["forstok_warehouse"],
+                    row["quantity"],
+                    row["read_at"],
                 )
         return found
 
-    async def failing(self, keys: Iterable[tuple[str, int]] | None = None) -> dict[tuple[str, int], Failing]:
+    async def failing(
+        self, keys: Iterable[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], Failing]:
         rows = await self._rows("SELECT * FROM failing")
         wanted = None if keys is None else set(keys)
         result = {}
@@ -643,8 +683,14 @@ class State:
         elif r.outcome in {"rejected", "held"}:
             await db.execute(
                 "INSERT OR REPLACE INTO failing VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*key, r.quantity, r.attempts, r.error or "", r.retry_at or now,
-                 int(r.outcome == "held")),
+                (
+                    *key,
+                    r.quantity,
+                    r.attempts,
+                    r.error or "",
+                    r.retry_at or now,
+                    int(r.outcome == "held"),
+                ),
             )
         if r.outcome != "skipped":
             await db.execute(

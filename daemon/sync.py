@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -51,12 +51,13 @@ from daemon.logs import new_run_id
 from daemon.mapping import (
     Item,
     MappingResult,
-    Target,
     offered_quantity,
     resolve_mapping,
 )
 from daemon.state import (
     DocumentRecord,
+    Failing,
+    Pushed,
     PushRecord,
     QueuedPair,
     QueuedTarget,
@@ -64,10 +65,12 @@ from daemon.state import (
     State,
 )
 from daemon.timefmt import (
+    DATE_FORMAT,
     BadTimestamp,
     accurate_now,
     advance,
     format_date,
+    format_last_update,
     in_window,
     iso_utc,
     parse_last_update,
@@ -82,6 +85,7 @@ ITEM_FIELDS = ("id", "no", "name", "itemType", "suspended", "lastUpdate", "optLo
 TRANS_DATE_DAYS = 7
 MAX_ROW_ATTEMPTS = 3
 AHEAD_WARNING = timedelta(minutes=10)
+DOCUMENT_MEMORY = timedelta(days=35)
 
 Progress = Callable[[str], None]
 
@@ -106,7 +110,10 @@ class Counts:
 
     def found_work(self) -> bool:
         return bool(
-            self.documents or self.pairs_read or self.pushed or self.rejected
+            self.documents
+            or self.pairs_read
+            or self.pushed
+            or self.rejected
             or self.errors
         )
 
@@ -115,19 +122,20 @@ class Counts:
 class Availability:
     """Logs a service going down and coming back once, not on every failure."""
 
-    service: str
+    down_event: str
+    up_event: str
     down_since: float | None = None
 
     def failed(self, error: ServiceError) -> None:
         if self.down_since is None:
             self.down_since = time.monotonic()
-            log.warning(f"{self.service}_unavailable", error=str(error))
+            log.warning(self.down_event, error=str(error))
 
     def succeeded(self) -> None:
         if self.down_since is not None:
             down_s = round(time.monotonic() - self.down_since, 1)
             self.down_since = None
-            log.info(f"{self.service}_available", down_s=down_s)
+            log.info(self.up_event, down_s=down_s)
 
 
 @dataclass
@@ -168,8 +176,10 @@ class Engine:
         self._push_lock = anyio.Lock()
         self._push_again = False
         self._refresh_lock = anyio.Lock()
-        self._accurate_health = Availability("accurate")
-        self._forstok_health = Availability("forstok")
+        self._accurate_health = Availability(
+            "accurate_unavailable", "accurate_available"
+        )
+        self._forstok_health = Availability("forstok_unavailable", "forstok_available")
         self._forstok_paused_until = 0.0
         self._filter_ignored: set[str] = set()
 
@@ -227,18 +237,28 @@ class Engine:
 
     # -- poll -------------------------------------------------------------------
 
-    async def poll(self) -> Counts:
-        """One incremental pass: every kind, then refresh, then push."""
+    async def poll(self, *, push: bool = True) -> Counts:
+        """One incremental pass: every kind, then refresh, then (unless the
+        caller pushes on its own schedule) push."""
         run_id = new_run_id()
         counts = Counts()
         started = time.monotonic()
         with structlog.contextvars.bound_contextvars(run_id=run_id):
-            await self._poll_items(counts)
-            async with anyio.create_task_group() as tg:
-                for kind in DOCUMENT_KINDS:
-                    tg.start_soon(self._poll_kind_safely, kind, counts, name=kind.name)
-            await self.refresh(counts)
-            await self.push(counts)
+            await self.state.start_run(run_id, "poll")
+            try:
+                await self._poll_items(counts)
+                async with anyio.create_task_group() as tg:
+                    for kind in DOCUMENT_KINDS:
+                        tg.start_soon(
+                            self._poll_kind_safely, kind, counts, name=kind.name
+                        )
+                await self.refresh(counts)
+                if push:
+                    await self.push(counts)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    outcome = "errors" if counts.errors else "ok"
+                    await self.state.finish_run(run_id, outcome, counts.as_dict(), None)
             self._log_summary("poll_finished", counts, started)
         return counts
 
@@ -257,8 +277,9 @@ class Engine:
             cursors = await self.state.cursors()
             cursor = cursors.get(kind.name)
             if cursor is None:
-                await self._bootstrap_cursor(kind)
-                return
+                cursor = await self._bootstrap_cursor(kind)
+                if cursor is None:
+                    return
             start = window_start(cursor, self.settings.sync.lookback)
             rows = await self._list_since(kind, start)
 
@@ -280,8 +301,12 @@ class Engine:
         cursor_value = None
         if cursor_ok and not held and kind.feed is not ChangeFeed.TRANS_DATE:
             current = (await self.state.cursors()).get(kind.name)
-            cursor_value = advance(current, [str(r["lastUpdate"]) for r in listed.values()])
-        await self.state.record_documents(kind.name, records, deleted, pairs, cursor_value)
+            cursor_value = advance(
+                current, [str(r["lastUpdate"]) for r in listed.values()]
+            )
+        await self.state.record_documents(
+            kind.name, records, deleted, pairs, cursor_value
+        )
 
         counts.documents += len(records) + len(deleted)
         counts.pairs_queued += len(pairs)
@@ -294,12 +319,14 @@ class Engine:
                 cursor=cursor_value,
             )
 
-    async def _bootstrap_cursor(self, kind: DocumentKind) -> None:
+    async def _bootstrap_cursor(self, kind: DocumentKind) -> str | None:
         """Start a kind's cursor at its newest document, never at a clock.
 
-        Everything older is covered by the full sync that runs on a new state.
-        The list's sort may be ignored; then the cursor starts older than it
-        could, which only costs a longer first poll.
+        The poll then reads the lookback window behind it as usual, so the
+        newest documents are processed; everything older is covered by the
+        full sync that runs on a new state. The list's sort may be ignored;
+        then the cursor starts older than it could, which only costs a longer
+        first poll.
         """
         page = await self._accurate(
             self.accurate.list_page(
@@ -319,6 +346,7 @@ class Engine:
         if cursor is not None:
             await self.state.record_documents(kind.name, [], [], {}, cursor)
             log.info("cursor_started", cursor=cursor)
+        return cursor
 
     async def _list_since(
         self, kind: DocumentKind, start: str | None
@@ -377,7 +405,9 @@ class Engine:
         for row in rows:
             doc_id = row.get("id")
             if not isinstance(doc_id, int):
-                raise MalformedResponse("accurate", f"{kind.module}/list.do", "row without id")
+                raise MalformedResponse(
+                    "accurate", f"{kind.module}/list.do", "row without id"
+                )
             value = row.get("lastUpdate")
             try:
                 moment = parse_last_update(value)
@@ -404,7 +434,9 @@ class Engine:
             listed[doc_id] = row
         if outside and kind.name not in self._filter_ignored:
             self._filter_ignored.add(kind.name)
-            log.warning("filter_ignored", rows_outside_window=outside, filter="lastUpdate")
+            log.warning(
+                "filter_ignored", rows_outside_window=outside, filter="lastUpdate"
+            )
         return listed, cursor_ok
 
     async def _vanished(
@@ -483,11 +515,18 @@ class Engine:
     async def _poll_items_once(self, counts: Counts) -> None:
         cursor = (await self.state.cursors()).get("opening_balance")
         start = window_start(cursor, self.settings.sync.lookback)
-        filters = [] if start is None else [Filter("lastUpdate", "GREATER_EQUAL_THAN", (start,))]
+        filters = (
+            []
+            if start is None
+            else [Filter("lastUpdate", "GREATER_EQUAL_THAN", (start,))]
+        )
         rows, _ = await self._list_all("item", filters)
 
-        items, pairs, seen = [], {}, []
-        known = await self.state.documents("opening_balance", ids=[r.get("id") for r in rows if isinstance(r.get("id"), int)])
+        items, pairs, seen, item_versions = [], {}, [], []
+        known = await self.state.documents(
+            "opening_balance",
+            ids=[r["id"] for r in rows if isinstance(r.get("id"), int)],
+        )
         for row in rows:
             item = _item(row)
             if item is None:
@@ -503,22 +542,19 @@ class Engine:
             if item.id in known and known[item.id].last_update == last_update:
                 continue
             items.append((item, _text(row.get("name"))))
+            item_versions.append(last_update)
             pairs[(item.id, ALL_WAREHOUSES)] = f"item {item.no} changed"
 
-        if not items and cursor is not None:
-            return
         new_cursor = advance(cursor, seen)
-        await self.state.record_items(items, pairs, new_cursor)
-        await self.state.record_documents(
-            "opening_balance",
-            [
-                DocumentRecord(i.id, i.no, str(_row_by_id(rows, i.id)["lastUpdate"]), None, frozenset({(i.id, ALL_WAREHOUSES)}))
-                for i, _ in items
-            ],
-            [],
-            {},
-            new_cursor,
-        )
+        if not items and new_cursor == cursor:
+            return
+        versions = [
+            DocumentRecord(
+                item.id, item.no, version, None, frozenset({(item.id, ALL_WAREHOUSES)})
+            )
+            for (item, _), version in zip(items, item_versions, strict=True)
+        ]
+        await self.state.record_items(items, pairs, new_cursor, versions=versions)
         counts.documents += len(items)
         counts.pairs_queued += len(pairs)
         if items:
@@ -545,7 +581,9 @@ class Engine:
 
         async def read(item_id: int) -> None:
             try:
-                results[item_id] = await self._accurate(self.accurate.item_balances(item_id))
+                results[item_id] = await self._accurate(
+                    self.accurate.item_balances(item_id)
+                )
             except NotFound:
                 log.warning("item_not_found", item=item_id)
                 results[item_id] = None
@@ -561,7 +599,9 @@ class Engine:
             read_at = iso_utc(utc_now())
             for wb in balances.warehouses:
                 if wb.warehouse_id in self.warehouses.sources:
-                    readings.append(Reading(item_id, wb.warehouse_id, wb.balance, read_at))
+                    readings.append(
+                        Reading(item_id, wb.warehouse_id, wb.balance, read_at)
+                    )
             for fwh in self.warehouses.forstok_targets(
                 self._touched_warehouses(by_item[item_id])
             ):
@@ -611,7 +651,9 @@ class Engine:
 
         plans = await self._plan(queued)
         sendable = [p for p in plans if p.outcome == "send"]
-        await self.state.record_pushes([p.record() for p in plans if p.outcome != "send"])
+        await self.state.record_pushes(
+            [p.record() for p in plans if p.outcome != "send"]
+        )
         counts.unchanged += sum(1 for p in plans if p.outcome == "skipped")
 
         for start in range(0, len(sendable), size):
@@ -622,47 +664,43 @@ class Engine:
 
     async def _plan(self, queued: list[QueuedTarget]) -> list[_Plan]:
         readings = await self.state.readings(t.item_id for t in queued)
-        plans = []
-        for target in queued:
-            plans.append(self._plan_one(target, readings))
+        plans = [self._plan_one(target, readings) for target in queued]
+
         keys = [(p.sku, p.target.forstok_warehouse) for p in plans if p.sku]
         pushed = await self.state.pushed(keys)
         failing = await self.state.failing(keys)
+        now = iso_utc(utc_now())
         seen: set[tuple[str, int]] = set()
-        for plan in plans:
-            if plan.outcome != "send":
-                continue
+        for plan in (p for p in plans if p.outcome == "send"):
             key = (plan.sku, plan.target.forstok_warehouse)
-            previous = pushed.get(key)
+            previous, fail = pushed.get(key), failing.get(key)
             plan.old = previous.quantity if previous else None
-            fail = failing.get(key)
-            if key in seen:
+            if key in seen or _needless(plan, previous, fail, now):
                 plan.outcome = "skipped"
-            elif previous and previous.read_at > plan.read_at:
-                plan.outcome = "skipped"
-                log.info("stale_reading_skipped", sku=plan.sku, warehouse=key[1])
-            elif previous and previous.quantity == plan.quantity and not fail:
-                plan.outcome = "skipped"
-            elif fail and fail.held and fail.quantity == plan.quantity:
-                plan.outcome = "skipped"
-            elif fail and not fail.held and fail.retry_at > iso_utc(utc_now()) and fail.quantity == plan.quantity:
-                plan.outcome = "skipped"
-            else:
-                plan.attempts = fail.attempts if fail and fail.quantity == plan.quantity else 0
+            elif fail and fail.quantity == plan.quantity:
+                plan.attempts = fail.attempts
             seen.add(key)
         return plans
 
-    def _plan_one(self, target: QueuedTarget, readings: Mapping[Pair, Reading]) -> _Plan:
+    def _plan_one(
+        self, target: QueuedTarget, readings: Mapping[Pair, Reading]
+    ) -> _Plan:
         mapped = self.mapping.targets.get(target.item_id)
         sources = self.warehouses.feeds.get(target.forstok_warehouse, [])
         if mapped is None or not sources:
             return _Plan(target, "", 0, "", target.reason, "skipped")
 
-        found = [readings[(target.item_id, w)] for w in sources if (target.item_id, w) in readings]
+        found = [
+            readings[(target.item_id, w)]
+            for w in sources
+            if (target.item_id, w) in readings
+        ]
         if not found:
             return _Plan(target, mapped.sku, 0, "", target.reason, "skipped")
         rules = self.warehouses.sources[sources[0]].rules
-        quantity = offered_quantity([r.quantity for r in found], mapped.pack_size, rules)
+        quantity = offered_quantity(
+            [r.quantity for r in found], mapped.pack_size, rules
+        )
         raw_total = sum((r.quantity for r in found), Decimal(0))
         if raw_total < 0:
             log.warning(
@@ -681,19 +719,32 @@ class Engine:
         if self.dry_run:
             for plan in batch:
                 plan.outcome = "dry_run"
-                log.info("push_dry_run", sku=plan.sku, warehouse=plan.target.forstok_warehouse, quantity=plan.quantity, old=plan.old, reason=plan.reason)
+                log.info(
+                    "push_dry_run",
+                    sku=plan.sku,
+                    warehouse=plan.target.forstok_warehouse,
+                    quantity=plan.quantity,
+                    old=plan.old,
+                    reason=plan.reason,
+                )
             await self.state.record_pushes([p.record() for p in batch])
             return True
 
-        rows = [QuantityRow(p.sku, p.target.forstok_warehouse, p.quantity) for p in batch]
+        rows = [
+            QuantityRow(p.sku, p.target.forstok_warehouse, p.quantity) for p in batch
+        ]
         try:
             report = await self.forstok.push_quantities(rows)
         except RetriableError as error:
             self._forstok_health.failed(error)
             return False
         except CredentialError as error:
-            self._forstok_paused_until = time.monotonic() + self.settings.accurate.credential_retry_interval
-            log.error("forstok_credentials_rejected", error=str(error), action=error.action)
+            self._forstok_paused_until = (
+                time.monotonic() + self.settings.accurate.credential_retry_interval
+            )
+            log.error(
+                "forstok_credentials_rejected", error=str(error), action=error.action
+            )
             return False
         except PermanentError as error:
             log.error("push_failed", error=str(error))
@@ -755,7 +806,9 @@ class Engine:
 
     # -- full sync ----------------------------------------------------------------
 
-    async def full_sync(self, reason: str = "scheduled", progress: Progress | None = None) -> Counts:
+    async def full_sync(
+        self, reason: str = "scheduled", progress: Progress | None = None
+    ) -> Counts:
         """Re-read every mapped warehouse and push every difference."""
         run_id = new_run_id()
         counts = Counts()
@@ -774,7 +827,9 @@ class Engine:
             finally:
                 outcome = "failed" if error else "ok"
                 with anyio.CancelScope(shield=True):
-                    await self.state.finish_run(run_id, outcome, counts.as_dict(), error)
+                    await self.state.finish_run(
+                        run_id, outcome, counts.as_dict(), error
+                    )
             self._log_summary("full_sync_finished", counts, started, always=True)
         return counts
 
@@ -784,8 +839,12 @@ class Engine:
         await self.state.release_held()
         retention = utc_now() - timedelta(days=self.settings.sync.history_days)
         await self.state.prune_history(iso_utc(retention))
+        horizon = accurate_now(self.settings.accurate.timezone) - DOCUMENT_MEMORY
+        await self.state.prune_documents(format_last_update(horizon))
 
-        reporter = _ProgressReporter(self.settings.sync.progress_interval, progress, counts)
+        reporter = _ProgressReporter(
+            self.settings.sync.progress_interval, progress, counts
+        )
         async with anyio.create_task_group() as tg:
             reading_done = anyio.Event()
             tg.start_soon(self._push_while, reading_done, counts, name="full_sync_push")
@@ -810,7 +869,9 @@ class Engine:
         await self.state.record_items(items, {}, None)
         await self.reload_mapping()
 
-    async def _read_warehouse(self, warehouse_id: int, counts: Counts, reporter: _ProgressReporter) -> None:
+    async def _read_warehouse(
+        self, warehouse_id: int, counts: Counts, reporter: _ProgressReporter
+    ) -> None:
         with structlog.contextvars.bound_contextvars(warehouse=warehouse_id):
             previous = await self.state.readings_in(warehouse_id)
             first = await self._accurate(self.accurate.list_stock_page(warehouse_id, 1))
@@ -822,8 +883,12 @@ class Engine:
 
             async def worker() -> None:
                 for number in pages:
-                    page = await self._accurate(self.accurate.list_stock_page(warehouse_id, number))
-                    await self._store_stock_page(warehouse_id, page, seen, counts, reporter)
+                    page = await self._accurate(
+                        self.accurate.list_stock_page(warehouse_id, number)
+                    )
+                    await self._store_stock_page(
+                        warehouse_id, page, seen, counts, reporter
+                    )
 
             async with anyio.create_task_group() as tg:
                 for _ in range(max(1, self.settings.accurate.max_in_flight)):
@@ -831,7 +896,14 @@ class Engine:
             await self.state.set_warehouse_rows(warehouse_id, first.row_count)
             await self._confirm_absent(warehouse_id, previous, seen)
 
-    async def _store_stock_page(self, warehouse_id: int, page: Any, seen: set[int], counts: Counts, reporter: _ProgressReporter) -> None:
+    async def _store_stock_page(
+        self,
+        warehouse_id: int,
+        page: Any,
+        seen: set[int],
+        counts: Counts,
+        reporter: _ProgressReporter,
+    ) -> None:
         read_at = iso_utc(utc_now())
         forstok_id = self.warehouses.sources[warehouse_id].forstok_id
         readings, targets = [], []
@@ -845,7 +917,9 @@ class Engine:
         counts.pairs_read += len(readings)
         reporter.page_done()
 
-    async def _confirm_absent(self, warehouse_id: int, previous: Mapping[int, Reading], seen: set[int]) -> None:
+    async def _confirm_absent(
+        self, warehouse_id: int, previous: Mapping[int, Reading], seen: set[int]
+    ) -> None:
         """Items missing from the stock list: confirm, never assume, a zero.
 
         Accurate leaves items without recorded stock out of `list-stock`. An
@@ -865,7 +939,11 @@ class Engine:
         ]
         forstok_id = self.warehouses.sources[warehouse_id].forstok_id
         await self.state.record_readings(
-            never, [], [(r.item_id, forstok_id) for r in never], "full sync", requeue=recheck
+            never,
+            [],
+            [(r.item_id, forstok_id) for r in never],
+            "full sync",
+            requeue=recheck,
         )
 
     # -- helpers ----------------------------------------------------------------
@@ -879,7 +957,9 @@ class Engine:
         self._accurate_health.succeeded()
         return result
 
-    def _log_summary(self, event: str, counts: Counts, started: float, always: bool = False) -> None:
+    def _log_summary(
+        self, event: str, counts: Counts, started: float, always: bool = False
+    ) -> None:
         elapsed = round(time.monotonic() - started, 3)
         level = log.info if always or counts.found_work() else log.debug
         level(event, elapsed_s=elapsed, **counts.as_dict())
@@ -916,7 +996,9 @@ class _Plan:
 class _ProgressReporter:
     """Logs full-sync progress at intervals, never per page."""
 
-    def __init__(self, interval: float, callback: Progress | None, counts: Counts) -> None:
+    def __init__(
+        self, interval: float, callback: Progress | None, counts: Counts
+    ) -> None:
         self.interval = interval
         self.callback = callback
         self.counts = counts
@@ -943,7 +1025,9 @@ class _ProgressReporter:
         rate = self.pages_done / elapsed
         remaining = max(0, self.pages_total - self.pages_done)
         eta = math.ceil(remaining / rate) if rate > 0 else None
-        percent = round(100 * self.pages_done / self.pages_total) if self.pages_total else 100
+        percent = (
+            round(100 * self.pages_done / self.pages_total) if self.pages_total else 100
+        )
         log.info(
             "full_sync_progress",
             pages=self.pages_done,
@@ -959,6 +1043,27 @@ class _ProgressReporter:
                 f"full sync {percent}% ({self.pages_done}/{self.pages_total} pages, "
                 f"{self.counts.pushed} pushed)"
             )
+
+
+def _needless(
+    plan: _Plan, previous: Pushed | None, fail: Failing | None, now: str
+) -> bool:
+    """True when sending this row would change nothing or break a rule.
+
+    Forstok already holds the value; or the reading is older than the one
+    Forstok last accepted (an older reading never overwrites a newer one);
+    or the same value is held, or waiting out its backoff after a rejection.
+    """
+    if previous and previous.read_at > plan.read_at:
+        log.info(
+            "stale_reading_skipped", sku=plan.sku, warehouse=previous.forstok_warehouse
+        )
+        return True
+    if fail is None:
+        return previous is not None and previous.quantity == plan.quantity
+    if fail.quantity != plan.quantity:
+        return False
+    return fail.held or fail.retry_at > now
 
 
 def _opt_lock(row: Mapping[str, Any]) -> int | None:
@@ -983,23 +1088,20 @@ def _item(row: Mapping[str, Any]) -> Item | None:
     )
 
 
-def _row_by_id(rows: list[dict[str, Any]], item_id: int) -> dict[str, Any]:
-    return next(r for r in rows if r.get("id") == item_id)
-
-
-def _union_by_id(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _union_by_id(
+    first: list[dict[str, Any]], second: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     by_id = {row.get("id"): row for row in first}
     for row in second:
         by_id[row.get("id")] = row
     return list(by_id.values())
 
 
-def _date_at_or_after(value: str | None, first: Any) -> bool:
-    from datetime import datetime
-
+def _date_at_or_after(value: str | None, first: date) -> bool:
     if value is None:
         return False
     try:
-        return datetime.strptime(value, "%d/%m/%Y").date() >= first  # noqa: DTZ007  a date, no time of day
+        day = datetime.strptime(value, DATE_FORMAT).date()  # noqa: DTZ007  a date, no time
     except ValueError:
         return False
+    return day >= first

@@ -511,12 +511,14 @@ class AccurateModel:
         return row
 
     def _transfer_header(self, doc: Document) -> dict[str, Any]:
-        assert doc.warehouse_id is not None and doc.reference_warehouse_id is not None
+        source, target = doc.warehouse_id, doc.reference_warehouse_id
+        if source is None or target is None:
+            raise ValueError(f"transfer {doc.number} has no warehouses")
         return {
-            "warehouseId": doc.warehouse_id,
-            "warehouse": self._warehouse_ref(doc.warehouse_id),
-            "referenceWarehouseId": doc.reference_warehouse_id,
-            "referenceWarehouse": self._warehouse_ref(doc.reference_warehouse_id),
+            "warehouseId": source,
+            "warehouse": self._warehouse_ref(source),
+            "referenceWarehouseId": target,
+            "referenceWarehouse": self._warehouse_ref(target),
         }
 
     def _render_line(self, doc: Document, line: Line) -> dict[str, Any]:

@@ -21,13 +21,14 @@ RetryAfterForm = Literal["seconds", "http-date"]
 
 @dataclass
 class AccurateConfig:
-    # Credentials the simulated database accepts.
+    # Credentials the simulated database accepts: fixed dummies, so a test
+    # and a daemon config can name them (S105 flags them as passwords).
     database_id: int = 10000
     database_alias: str = "PT Simulasi Stok"
-    api_token: str = "sim-accurate-api-token"
-    signature_secret: str = "sim-accurate-signature-secret"
+    api_token: str = "sim-accurate-api-token"  # noqa: S105
+    signature_secret: str = "sim-accurate-signature-secret"  # noqa: S105
     oauth_client_id: str = "sim-accurate-client"
-    oauth_client_secret: str = "sim-accurate-client-secret"
+    oauth_client_secret: str = "sim-accurate-client-secret"  # noqa: S105
     oauth_token_ttl_s: float = 1295999.0  # as in oauth-token.json
     session_ttl_s: float = 86400.0
     # Time: documents are stamped in `zone`; the API-token timestamp must be
@@ -37,7 +38,7 @@ class AccurateConfig:
     timestamp_tolerance_s: float = 600.0
     # Variants of assumed behaviour.
     auth_error_key: Literal["d", "message"] = "d"
-    api_token_db_key: Literal["database", "data usaha"] = "database"
+    api_token_db_key: Literal["database", "data usaha"] = "database"  # noqa: S105
     api_token_methods: tuple[str, ...] = ("GET", "POST")
     default_page_size: int = 20
     max_page_size: int = 1000
@@ -65,7 +66,7 @@ class AccurateConfig:
 @dataclass
 class ForstokConfig:
     seller_id: str = "1001"
-    secret_key: str = "sim-forstok-secret-key"
+    secret_key: str = "sim-forstok-secret-key"  # noqa: S105
     token_ttl_s: float = 3600.0
     mode: PushMode = "partial"
     requests_per_minute: int = 50
@@ -111,7 +112,9 @@ class SimConfig:
     business_steps_per_minute: float = 0.0  # background merchant activity
 
 
-def apply_switches(target: AccurateConfig | ForstokConfig, values: dict[str, Any]) -> None:
+def apply_switches(
+    target: AccurateConfig | ForstokConfig, values: dict[str, Any]
+) -> None:
     """Set switches by name from JSON values (the control API's input)."""
     known = {f.name for f in fields(target)}
     unknown = sorted(set(values) - known)

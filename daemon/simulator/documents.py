@@ -160,7 +160,8 @@ def _transfer(doc: Document, lines: list[Line], transit_id: int) -> list[Effect]
         target = transit_id
     elif doc.doc_type == "TRANSFER_IN":
         source = transit_id
-    assert source is not None and target is not None, "transfer without warehouses"
+    if source is None or target is None:
+        raise ValueError(f"transfer {doc.number} has no warehouses")
     result: list[Effect] = []
     for line in lines:
         result.append((line.item_id, source, -line.base_quantity))

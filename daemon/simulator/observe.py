@@ -47,7 +47,9 @@ class RequestLog:
     def begin(self, service: str, endpoint: str, method: str) -> LoggedRequest:
         with self._lock:
             self._seq += 1
-            entry = LoggedRequest(self._seq, service, endpoint, method, time.monotonic())
+            entry = LoggedRequest(
+                self._seq, service, endpoint, method, time.monotonic()
+            )
             self._entries.append(entry)
         return entry
 

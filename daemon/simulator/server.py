@@ -31,7 +31,11 @@ from daemon.simulator import wire
 logger = logging.getLogger("stocksync.simulator")
 
 _RECEIVE_SIZE = 65536
-_CLOSED_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
+_CLOSED_ERRORS = (
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+)
 
 
 @dataclass
@@ -114,7 +118,7 @@ class HttpListener:
 
     async def open(self) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-        self.port = listener.extra(SocketAttribute.local_port)
+        self.port = listener.extra(SocketAttribute.local_port)  # noqa: S610 not Django
         self._listener = listener
 
     async def serve(self) -> None:
@@ -269,6 +273,6 @@ async def _hold_open(stream: anyio.abc.SocketStream) -> None:
 
 async def _reset(stream: anyio.abc.SocketStream) -> None:
     # SO_LINGER with a zero timeout turns close() into a RST.
-    sock = stream.extra(SocketAttribute.raw_socket)
+    sock = stream.extra(SocketAttribute.raw_socket)  # noqa: S610 not Django
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     await stream.aclose()
