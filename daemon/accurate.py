@@ -44,6 +44,7 @@ from daemon.http import (
     RateLimiter,
     Retrier,
     Timebase,
+    log_exchange,
     make_timeout,
     network_error,
     retry_after_of,
@@ -516,6 +517,7 @@ class AccurateClient:
             # carry a stale timestamp.
             headers = self._headers(call)
             self.stats.of(call.endpoint).requests += 1
+            started = self._time.monotonic()
             try:
                 outcome: httpx.Response | httpx.HTTPError = await self._http.request(
                     call.method,
@@ -526,6 +528,8 @@ class AccurateClient:
             except httpx.HTTPError as exc:
                 outcome = exc
 
+        elapsed = self._time.monotonic() - started
+        log_exchange(SERVICE, call.endpoint, outcome, elapsed)
         return _Sent(outcome, *sent_with)
 
     async def _detour(
@@ -891,15 +895,18 @@ def _tokens_from(
     endpoint: str, body: dict[str, Any], previous: OAuthTokens
 ) -> OAuthTokens:
     access = _text(endpoint, "access_token", body.get("access_token"))
+    refresh = previous.refresh_token
     # A refresh answer may omit the refresh token; the old one stays valid.
-    refresh = body.get("refresh_token")
+    if isinstance(body.get("refresh_token"), str) and body["refresh_token"]:
+        refresh = Secret(body["refresh_token"])
     expires_in = body.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | Decimal):
+        expires_in = None
+
     return OAuthTokens(
         access_token=Secret(access),
-        refresh_token=Secret(refresh)
-        if isinstance(refresh, str) and refresh
-        else previous.refresh_token,
-        expires_in=float(expires_in) if isinstance(expires_in, int | Decimal) else None,
+        refresh_token=refresh,
+        expires_in=None if expires_in is None else float(expires_in),
     )
 
 

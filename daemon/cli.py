@@ -307,7 +307,7 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from daemon.simulator.__main__ import main as simulator_main
+    from daemon.simulator import main as simulator_main
 
     return simulator_main(sys.argv[2:])
 

@@ -25,7 +25,6 @@ from daemon import assumptions as A
 from daemon.config import ForstokSettings
 from daemon.errors import (
     CredentialError,
-    MalformedResponse,
     RateLimited,
     RetriableError,
     ServiceUnavailable,
@@ -35,6 +34,7 @@ from daemon.http import (
     RateLimiter,
     Retrier,
     Timebase,
+    log_exchange,
     make_timeout,
     network_error,
     retry_after_of,
@@ -205,7 +205,7 @@ class ForstokClient:
         attempt = 0
         reauthorised = False
         while True:
-            token, fresh = await self._current_token()
+            token = await self._current_token()
             outcome = await self._exchange(
                 PUSH_ENDPOINT, "PATCH", self._push_url(), token, _body(rows)
             )
@@ -213,15 +213,15 @@ class ForstokClient:
             try:
                 return self._verdict(rows, outcome)
             except _Unauthorised:
-                if fresh or reauthorised:
+                if reauthorised:
                     raise CredentialError(
                         SERVICE,
                         PUSH_ENDPOINT,
-                        "a fresh token was refused (401)",
+                        "a freshly issued token was refused (401)",
                         ACTION_CREDENTIALS,
                     ) from None
                 reauthorised = True
-                self._token = None
+                self._drop_token(token)
             except RetriableError as error:
                 attempt += 1
                 await self._retrier.wait(PUSH_ENDPOINT, error, attempt)
@@ -233,7 +233,11 @@ class ForstokClient:
         body = _json(response)
 
         if response.is_success and body is None:
-            raise MalformedResponse(SERVICE, PUSH_ENDPOINT, "body is not JSON")
+            # Like a timeout, the outcome is unknown (a proxy page, a cut
+            # body); sending the same absolute values again is safe.
+            raise ServiceUnavailable(
+                SERVICE, PUSH_ENDPOINT, f"HTTP {response.status_code}, body not JSON"
+            )
         ok = body is not None and body.get("status") == A.FORSTOK_SUCCESS_STATUS
         if response.is_success and ok:
             return _Verdict(ok=True, named={}, reason="")
@@ -264,15 +268,17 @@ class ForstokClient:
 
     # --- token ------------------------------------------------------------------
 
-    async def _current_token(self) -> tuple[str, bool]:
-        """The token to use, and whether it was issued just now."""
+    async def _current_token(self) -> str:
         async with self._token_lock:
             token = self._token
-            if token is not None and self._time.monotonic() < token.renew_at:
-                return token.value, False
+            if token is None or self._time.monotonic() >= token.renew_at:
+                token = self._token = await self._authenticate()
+            return token.value
 
-            self._token = await self._authenticate()
-            return self._token.value, True
+    def _drop_token(self, value: str) -> None:
+        """Forget a refused token, unless another caller already replaced it."""
+        if self._token is not None and self._token.value == value:
+            self._token = None
 
     async def _authenticate(self) -> _Token:
         attempt = 0
@@ -333,10 +339,17 @@ class ForstokClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with self._limiter:
             self.stats.of(endpoint).requests += 1
+            started = self._time.monotonic()
+            outcome: httpx.Response | httpx.HTTPError
             try:
-                return await self._http.request(method, url, headers=headers, json=body)
+                outcome = await self._http.request(
+                    method, url, headers=headers, json=body
+                )
             except httpx.HTTPError as exc:
-                return exc
+                outcome = exc
+
+        log_exchange(SERVICE, endpoint, outcome, self._time.monotonic() - started)
+        return outcome
 
     def _auth_url(self) -> str:
         return with_query(

@@ -51,7 +51,8 @@ class RateLimiter:
     `async with limiter: response = await client.request(...)`. No more than
     `rate` requests start in any `period` seconds, no more than `max_in_flight`
     are inside at once, and nobody starts before a `pause_until` deadline.
-    A fractional `rate` below 1 becomes one start per `period / rate`.
+    A fractional `rate` is rounded down, so the bound always holds; below 1
+    it becomes one start per `period / rate`.
     """
 
     def __init__(
@@ -221,6 +222,26 @@ def network_error(
     """
     kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "network error"
     return ServiceUnavailable(service, endpoint, f"{kind} ({type(exc).__name__})")
+
+
+def log_exchange(
+    service: str,
+    endpoint: str,
+    outcome: httpx.Response | httpx.HTTPError,
+    elapsed_s: float,
+) -> None:
+    """One debug line per request: where it went and how it ended, no URL."""
+    if isinstance(outcome, httpx.Response):
+        status: int | str = outcome.status_code
+    else:
+        status = type(outcome).__name__
+    log.debug(
+        "http_request",
+        service=service,
+        endpoint=endpoint,
+        status=status,
+        elapsed_ms=round(elapsed_s * 1000),
+    )
 
 
 @dataclass

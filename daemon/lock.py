@@ -75,8 +75,8 @@ class InstanceLock:
         self.path = lock_path(state_path)
         self._wait = wait
         self._fd: int | None = None
+        # What this lock wrote into the file, while it holds it.
         self.holder: Holder | None = None
-        """What this lock wrote into the file while it holds it."""
 
     @property
     def held(self) -> bool:
@@ -89,12 +89,12 @@ class InstanceLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
         try:
             self._lock_or_raise(fd)
+            holder = _this_process()
+            _write(fd, holder)
         except BaseException:
-            os.close(fd)
+            os.close(fd)  # closing also drops the lock, if we got it
             raise
 
-        holder = _this_process()
-        _write(fd, holder)
         self._fd, self.holder = fd, holder
         return holder
 

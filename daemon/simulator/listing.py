@@ -95,21 +95,30 @@ def apply_filters(
     silently, as Accurate does (reference §5)."""
     for flt in filters:
         if flt.field in allowed:
-            rows = [row for row in rows if _matches(row.get(flt.field), flt)]
+            wanted = _wanted(flt)
+            rows = [row for row in rows if _matches(row.get(flt.field), flt, wanted)]
     return rows
 
 
-def _matches(raw: Any, flt: Filter) -> bool:
+def _wanted(flt: Filter) -> list[Any]:
+    """The filter's values, converted once (a bad one fails even on no rows)."""
+    if flt.op in ("EMPTY", "NOT_EMPTY"):
+        return []
+    if not flt.values:
+        raise ListError(f"Filter {flt.field} tanpa nilai")
+    if flt.op in ("BETWEEN", "NOT_BETWEEN") and len(flt.values) < 2:
+        raise ListError(f"{flt.op} memerlukan dua nilai")
+    convert = CONVERTERS.get(flt.field, str)
+    return [_convert(convert, value, flt) for value in flt.values]
+
+
+def _matches(raw: Any, flt: Filter, wanted: list[Any]) -> bool:
     if flt.op in ("EMPTY", "NOT_EMPTY"):
         empty = raw is None or raw == ""
         return empty if flt.op == "EMPTY" else not empty
     if raw is None:
         return False
-    convert = CONVERTERS.get(flt.field, str)
-    value = _convert(convert, _text(raw), flt)
-    wanted = [_convert(convert, v, flt) for v in flt.values]
-    if not wanted:
-        raise ListError(f"Filter {flt.field} tanpa nilai")
+    value = _convert(CONVERTERS.get(flt.field, str), _text(raw), flt)
     return _compare(flt.op, value, wanted)
 
 
@@ -129,8 +138,6 @@ def _convert(convert: Convert, text: str, flt: Filter) -> Any:
 def _compare(op: str, value: Any, wanted: list[Any]) -> bool:
     first = wanted[0]
     if op in ("BETWEEN", "NOT_BETWEEN"):
-        if len(wanted) < 2:
-            raise ListError(f"{op} memerlukan dua nilai")
         inside = first <= value <= wanted[1]
         return inside if op == "BETWEEN" else not inside
     checks: dict[str, Callable[[], bool]] = {
