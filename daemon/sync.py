@@ -539,10 +539,11 @@ class Engine:
             except BadTimestamp:
                 log.error("last_update_unparsable", document=item.no, value=last_update)
                 continue
-            if item.id in known and known[item.id].last_update == last_update:
+            version = (last_update, _opt_lock(row))
+            if item.id in known and known[item.id].same_version(*version):
                 continue
             items.append((item, _text(row.get("name"))))
-            item_versions.append(last_update)
+            item_versions.append(version)
             pairs[(item.id, ALL_WAREHOUSES)] = f"item {item.no} changed"
 
         new_cursor = advance(cursor, seen)
@@ -550,7 +551,7 @@ class Engine:
             return
         versions = [
             DocumentRecord(
-                item.id, item.no, version, None, frozenset({(item.id, ALL_WAREHOUSES)})
+                item.id, item.no, *version, frozenset({(item.id, ALL_WAREHOUSES)})
             )
             for (item, _), version in zip(items, item_versions, strict=True)
         ]

@@ -117,6 +117,7 @@ class AccurateModel:
         self.touched: set[tuple[int, int]] = set()  # pairs that ever moved
         self.current_host = 0  # index into the data hosts
         self.stats = AccurateStats()
+        self._pending: list[Document] = []  # created, not yet committed
         self._ids: dict[str, itertools.count[int]] = {}
         self.transit_id = self._add_transit()
 
@@ -311,6 +312,7 @@ class AccurateModel:
             self._set_warehouses(doc, warehouse, reference_warehouse)
             doc.lines = self._lines(doc, lines)
             self.documents[kind][doc.id] = doc
+            self._pending.append(doc)
             self.commit_due()
             return doc
 
@@ -344,7 +346,8 @@ class AccurateModel:
                 doc.lines = self._lines(doc, lines)
             doc.opt_lock += 1
             doc.last_update = self._stamp(last_update)
-            self._apply_if_visible(doc)
+            if doc.committed:  # a pending one gets its effect on commit
+                self._apply_effects(doc)
             return doc
 
     def delete_document(self, kind: str, doc_id: int) -> Document:
@@ -354,6 +357,8 @@ class AccurateModel:
             self._reverse(doc.applied)
             doc.applied = []
             del self.documents[kind][doc_id]
+            if doc in self._pending:
+                self._pending.remove(doc)
             return doc
 
     def adjust_stock_to(
@@ -387,23 +392,22 @@ class AccurateModel:
         """Committed documents of one kind (late commits stay hidden)."""
         with self.lock:
             self.commit_due()
-            return [d for d in self.documents[kind].values() if self._visible(d)]
+            return [d for d in self.documents[kind].values() if d.committed]
 
     def commit_due(self) -> None:
-        """Apply the effects of late-committed documents whose time has come."""
+        """Commit documents whose (late) commit time has come: from now on
+        they are listed and their stock effect is applied."""
         with self.lock:
-            for docs in self.documents.values():
-                for doc in docs.values():
-                    if not doc.applied and self._visible(doc):
-                        self._apply_if_visible(doc)
+            now = self.config.clock.now()
+            due = [d for d in self._pending if d.visible_at <= now]
+            for doc in due:
+                self._pending.remove(doc)
+                doc.committed = True
+                self._apply_effects(doc)
 
-    def _visible(self, doc: Document) -> bool:
-        return doc.visible_at is None or doc.visible_at <= self.config.clock.now()
-
-    def _apply_if_visible(self, doc: Document) -> None:
-        if self._visible(doc):
-            doc.applied = effects(doc, self._view())
-            self._apply(doc.applied)
+    def _apply_effects(self, doc: Document) -> None:
+        doc.applied = effects(doc, self._view())
+        self._apply(doc.applied)
 
     def _trans_date(self, value: date | str | None, stamp: datetime) -> date:
         if value is None:

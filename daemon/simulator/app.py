@@ -116,6 +116,12 @@ class Simulator:
     def control_url(self) -> str:
         return self._account.url + "/_sim"
 
+    @property
+    def listeners(self) -> dict[str, HttpListener]:
+        """Every listener by name, for connection counts."""
+        every = [self._account, *self._data, self._forstok_listener]
+        return {listener.name: listener for listener in every}
+
     def urls(self) -> dict[str, object]:
         return {
             "accurate_account_url": self.accurate_account_url,

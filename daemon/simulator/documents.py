@@ -106,10 +106,11 @@ class Document:
     opt_lock: int
     approval_status: str
     lines: list[Line]
+    visible_at: datetime  # business-clock time it is committed
     doc_type: str | None = None  # the kind's type_field value
     warehouse_id: int | None = None  # item-transfer: from
     reference_warehouse_id: int | None = None  # item-transfer: to
-    visible_at: datetime | None = None  # business-clock time it is committed
+    committed: bool = False  # listed, and its effect applied
     applied: list[Effect] = field(default_factory=list)  # in stock right now
 
 

@@ -111,6 +111,10 @@ class HttpListener:
         self._date = date
         self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
         self.port = 0
+        # Connection counts let a test check pooling (C26) from this side.
+        self.connections_accepted = 0
+        self.connections_open = 0
+        self.peak_connections_open = 0
 
     @property
     def url(self) -> str:
@@ -127,11 +131,18 @@ class HttpListener:
             await self._listener.serve(self._connection)
 
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+        self.connections_accepted += 1
+        self.connections_open += 1
+        self.peak_connections_open = max(
+            self.peak_connections_open, self.connections_open
+        )
         try:
             await self._exchange_all(stream)
         except Exception:
             # One broken connection must not take the listener down with it.
             logger.exception("simulator connection failed")
+        finally:
+            self.connections_open -= 1
 
     async def _exchange_all(self, stream: anyio.abc.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)

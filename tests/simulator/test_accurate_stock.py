@@ -8,7 +8,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from daemon.simulator import LineSpec, ManualClock, Simulator, SimConfig
+from daemon.simulator import LineSpec, ManualClock, SimConfig, Simulator
 from daemon.simulator.documents import KINDS
 from simulator.simhttp import query, small_shop
 
@@ -87,7 +87,7 @@ async def test_transfer_moves_both_warehouses(
     moved = (await stock(accurate, "A", "GDG-1"), await stock(accurate, "A", "GDG-2"))
     detail = (await accurate.get(f"/item-transfer/detail.do?id={doc.id}")).json()["d"]
     sim.accurate.delete_document("item-transfer", doc.id)
-    assert moved == (5, 5)
+    assert moved == (Decimal(5), Decimal(5))
     assert detail["warehouse"]["name"] == "GDG-1"
     assert detail["referenceWarehouse"]["name"] == "GDG-2"
     assert detail["itemTransferType"] == "TRANSFER"
