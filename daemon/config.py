@@ -311,7 +311,7 @@ def _with_source(settings: Settings, path: Path) -> Settings:
 
 def _accurate(r: _Reader, raw: Mapping[str, Any]) -> AccurateSettings:
     d = AccurateSettings()
-    auth: str = r.value(raw, "accurate.auth", _choice("api_token", "oauth"), d.auth)
+    auth = r.value(raw, "accurate.auth", _choice("api_token", "oauth"), "api_token")
     api_token = r.value(raw, "accurate.api_token", _secret, None)
     signature_secret = r.value(raw, "accurate.signature_secret", _secret, None)
     oauth = None
