@@ -35,6 +35,12 @@ log = structlog.get_logger("daemon.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        # The simulator parses its own options; argparse would refuse them.
+        from daemon.simulator import main as simulator_main
+
+        return simulator_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
@@ -114,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     command(
         "simulate", _simulate, "serve the Accurate and Forstok simulator on loopback"
     )
+
     command("demo", _demo, "run the daemon against the simulator for about a minute")
     return parser
 
@@ -309,7 +316,7 @@ def _retry(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from daemon.simulator import main as simulator_main
 
-    return simulator_main(sys.argv[2:])
+    return simulator_main(["--help"])
 
 
 def _demo(args: argparse.Namespace) -> int:
