@@ -2,8 +2,10 @@
 
 Events have a stable snake_case name and key=value context (`kind`,
 `document`, `sku`, `warehouse`, `run_id`). Output is JSON lines unless stdout
-is a terminal. A redaction step replaces every configured secret wherever it
-appears, as a last line of defence behind `Secret`.
+is a terminal: one object per event with `timestamp` (UTC, ISO 8601),
+`level` and `event`, so that `journalctl -o cat -u stocksync | jq` works.
+A redaction step replaces every configured secret wherever it appears, as a
+last line of defence behind `Secret`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+_HANDLER_NAME = "stocksync"
+# Never below WARNING, whatever `log.level` says: httpx and httpcore write
+# full URLs (query strings included) at INFO and DEBUG, and apscheduler's
+# INFO lines repeat what our own events already say.
+_LIBRARY_LOGGERS = ("httpx", "httpcore", "apscheduler", "aiosqlite", "asyncio")
 
 
 class Redactor:
@@ -58,7 +65,13 @@ def configure_logging(
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
 ) -> None:
-    """Set up structlog for the whole process."""
+    """Set up structlog, and the standard library's logging, for the process.
+
+    Libraries that log through the standard library (httpx, apscheduler)
+    come out as the same JSON lines, redacted the same way, but only from
+    WARNING up: httpx logs every request at INFO with its full URL, and
+    Forstok's URL carries the secret key in its query string.
+    """
     stream = stream or sys.stdout
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: Any = (
@@ -66,19 +79,70 @@ def configure_logging(
         if as_json
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    redactor = Redactor(secrets)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            Redactor(secrets),
+            redactor,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib_logging(stream, redactor, renderer)
+
+
+def _route_stdlib_logging(stream: TextIO, redactor: Redactor, renderer: Any) -> None:
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redactor,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def reset_logging() -> None:
+    """Undo `configure_logging()`: structlog's defaults, no handler of ours."""
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+
+
+def fresh_context(**values: Any) -> None:
+    """Start the current task's log context from nothing, then bind `values`.
+
+    A task starts with a copy of its parent's context. That is how `run_id`
+    reaches the tasks of one run, but a long-lived task would otherwise
+    carry whatever was bound when it was spawned into every later unit of
+    work (C28). Threads started with `anyio.to_thread.run_sync` get a copy
+    of the caller's context from anyio; nothing needs copying by hand.
+    """
+    structlog.contextvars.clear_contextvars()
+    if values:
+        structlog.contextvars.bind_contextvars(**values)
 
 
 def new_run_id() -> str:

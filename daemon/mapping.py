@@ -7,13 +7,14 @@ another's, or whose pack size is unknown, is reported and left out.
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 from daemon.config import StockRules
 
@@ -60,15 +61,19 @@ class Target:
 @dataclass(frozen=True)
 class Problem:
     kind: str
-    """`conflict`, `unmapped`, `excluded`, `suspended` or `not_inventory`."""
+    """`conflict`, `unmapped`, `excluded` or `suspended`."""
     item_nos: tuple[str, ...]
     detail: str
+    skus: tuple[str, ...] = ()
+    """The Forstok SKUs involved, raw, when there are any."""
 
 
 @dataclass
 class MappingResult:
     targets: dict[int, Target] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    ignored: int = 0
+    """Items that are not inventory (services): never synced, not a problem."""
 
     def problems_of(self, kind: str) -> list[Problem]:
         return [p for p in self.problems if p.kind == kind]
@@ -84,24 +89,75 @@ def resolve_mapping(
     `forstok_skus` is the imported Forstok product export; when there is
     none, an item's SKU is its Accurate number exactly as Accurate spells it.
     """
+    items = list(items)
     result = MappingResult()
     catalogue = _catalogue(forstok_skus, result) if forstok_skus is not None else None
+    find_override = _override_finder(items, overrides)
 
     candidates: dict[str, list[Target]] = defaultdict(list)
     for item in items:
-        target = _target(item, overrides.get(item.no), catalogue, result)
+        target = _target(item, find_override(item), catalogue, result)
         if target is not None:
             candidates[normalize_sku(target.sku)].append(target)
 
     for norm, targets in candidates.items():
         if len(targets) > 1:
             nos = tuple(sorted(t.item_no for t in targets))
+            skus = tuple(sorted({t.sku for t in targets}))
             result.problems.append(
-                Problem("conflict", nos, f"items {nos!r} all map to SKU {norm!r}")
+                Problem("conflict", nos, f"items {nos!r} all map to SKU {norm!r}", skus)
             )
             continue
         result.targets[targets[0].item_id] = targets[0]
     return result
+
+
+def _override_finder(
+    items: list[Item], overrides: Mapping[str, Override]
+) -> Callable[[Item], Override | None]:
+    """An item's override: by its exact number, else by the normalised number.
+
+    The normalised match lets an operator write `ABC-01` for Accurate's
+    `ABC-01 `; it applies only when it picks out one item, so that two items
+    in conflict can still be told apart by their exact spelling.
+    """
+    by_norm: dict[str, list[Override]] = defaultdict(list)
+    for override in overrides.values():
+        by_norm[normalize_sku(override.item_no)].append(override)
+    items_by_norm: dict[str, int] = defaultdict(int)
+    for item in items:
+        items_by_norm[normalize_sku(item.no)] += 1
+
+    def find(item: Item) -> Override | None:
+        exact = overrides.get(item.no)
+        if exact is not None:
+            return exact
+        norm = normalize_sku(item.no)
+        loose = by_norm.get(norm, [])
+        if len(loose) == 1 and items_by_norm[norm] == 1:
+            return loose[0]
+        return None
+
+    return find
+
+
+def unused_overrides(
+    items: Iterable[Item], overrides: Mapping[str, Override]
+) -> list[Override]:
+    """Overrides that name no Accurate item, exactly or once normalised."""
+    known = {normalize_sku(item.no) for item in items}
+    return [o for o in overrides.values() if normalize_sku(o.item_no) not in known]
+
+
+def skus_matching(query: str, result: MappingResult) -> set[str]:
+    """Mapped Forstok SKUs that `query` names, as the SKU or as the Accurate
+    item number, in any spelling the normalisation treats as the same."""
+    wanted = normalize_sku(query)
+    return {
+        t.sku
+        for t in result.targets.values()
+        if wanted in (normalize_sku(t.sku), normalize_sku(t.item_no))
+    }
 
 
 def _catalogue(skus: Iterable[str], result: MappingResult) -> dict[str, str]:
@@ -116,8 +172,9 @@ def _catalogue(skus: Iterable[str], result: MappingResult) -> dict[str, str]:
             result.problems.append(
                 Problem(
                     "conflict",
-                    shown,
+                    (),
                     f"Forstok SKUs {shown!r} differ only in case or spacing",
+                    shown,
                 )
             )
             continue
@@ -132,6 +189,7 @@ def _target(
     result: MappingResult,
 ) -> Target | None:
     if item.item_type != "INVENTORY":
+        result.ignored += 1
         return None
     if override is not None and override.excluded:
         result.problems.append(
@@ -152,10 +210,28 @@ def _target(
     sku = catalogue.get(normalize_sku(wanted))
     if sku is None:
         result.problems.append(
-            Problem("unmapped", (item.no,), f"no Forstok SKU matches {wanted!r}")
+            Problem(
+                "unmapped",
+                (item.no,),
+                f"no SKU in the Forstok export matches {wanted!r}",
+                (wanted,),
+            )
         )
         return None
     return Target(item.id, item.no, sku, pack_size)
+
+
+def changed_targets(before: MappingResult, after: MappingResult) -> set[int]:
+    """Items whose Forstok SKU or pack size is new or different in `after`.
+
+    Their stock must be pushed again: the quantity Forstok holds was computed
+    for another SKU or unit, or never sent.
+    """
+    return {
+        item_id
+        for item_id, target in after.targets.items()
+        if before.targets.get(item_id) != target
+    }
 
 
 def offered_quantity(
@@ -179,3 +255,115 @@ def offered_quantity(
     if rules.max is not None:
         units = min(units, rules.max)
     return units
+
+
+# -- mapping files ---------------------------------------------------------------
+
+_OVERRIDE_COLUMNS = {
+    "accurate_item_no": "item",
+    "item_no": "item",
+    "forstok_sku": "sku",
+    "pack_size": "pack",
+    "exclude": "exclude",
+    "excluded": "exclude",
+}
+_EXPORT_SKU_COLUMNS = {"sku", "sku_seller", "seller_sku", "forstok_sku"}
+_YES = {"1", "yes", "y", "true", "x"}
+_NO = {"", "0", "no", "n", "false"}
+
+
+def _column_key(header: str) -> str:
+    """`Accurate item no`, `accurate-item-no` and `ACCURATE_ITEM_NO` alike."""
+    return re.sub(r"[\s\-]+", "_", header.strip().lower())
+
+
+def parse_overrides(
+    lines: Iterable[str], source: str = "mapping file"
+) -> tuple[list[Override], list[str]]:
+    """Read an override CSV: accurate_item_no, forstok_sku, pack_size, exclude.
+
+    Only the item number column is required. Every problem is collected with
+    its line number, so that a file is fixed in one pass; a file with any
+    problem must not be imported at all.
+    """
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    columns = {
+        _OVERRIDE_COLUMNS[_column_key(name)]: index
+        for index, name in enumerate(header or [])
+        if _column_key(name) in _OVERRIDE_COLUMNS
+    }
+    if "item" not in columns:
+        return [], [
+            f"{source}: the first line must name the columns: accurate_item_no "
+            "and optionally forstok_sku, pack_size, exclude"
+        ]
+
+    overrides: list[Override] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        cells = {key: row[i] if i < len(row) else "" for key, i in columns.items()}
+        override = _override_row(cells)
+        if isinstance(override, str):
+            problems.append(f"{source}:{line}: {override}")
+            continue
+        if override.item_no in seen:
+            problems.append(
+                f"{source}:{line}: item {override.item_no!r} is already on "
+                f"line {seen[override.item_no]}"
+            )
+            continue
+        seen[override.item_no] = line
+        overrides.append(override)
+    return overrides, problems
+
+
+def _override_row(cells: Mapping[str, str]) -> Override | str:
+    """The override a row states, or what is wrong with the row."""
+    # The item number keeps its spacing: two Accurate items that differ only
+    # in spacing can be told apart only by their exact spelling.
+    item_no = cells["item"]
+    if not item_no.strip():
+        return "accurate_item_no is empty"
+    text = cells.get("pack", "").strip() or "1"
+    try:
+        pack = Decimal(text)
+    except InvalidOperation:
+        pack = Decimal(0)
+    if not pack.is_finite() or pack <= 0:
+        return f"pack_size {text!r} is not a positive number"
+    flag = cells.get("exclude", "").strip().lower()
+    if flag not in _YES | _NO:
+        return f"exclude {flag!r} is neither yes nor no"
+    sku = cells.get("sku", "").strip() or None
+    return Override(item_no, sku, pack, flag in _YES)
+
+
+def parse_forstok_export(
+    lines: Iterable[str], source: str = "Forstok export"
+) -> tuple[list[str], list[str]]:
+    """The SKUs of a Forstok product export: its `SKU` column, raw.
+
+    The values keep Forstok's spelling, because pushes must use it; other
+    columns are ignored. Returns the SKUs and the problems found.
+    """
+    reader = csv.reader(lines)
+    header = next(reader, None) or []
+    column = next(
+        (
+            i
+            for i, name in enumerate(header)
+            if _column_key(name) in _EXPORT_SKU_COLUMNS
+        ),
+        None,
+    )
+    if column is None:
+        return [], [f"{source}: no SKU column (the first line must name one SKU)"]
+    skus = dict.fromkeys(
+        row[column] for row in reader if len(row) > column and row[column].strip()
+    )
+    return list(skus), []

@@ -1,43 +1,75 @@
 """The daemon shell: signals, schedule, readiness, and a shutdown that cannot hang.
 
-Start-up order matters (C27): signal handlers exist before any slow work,
-so a reload that arrives early is queued rather than fatal, and systemd
-hears READY=1 only once the configuration is valid, the state is open and
-the handlers are in place.
+Start-up order matters (C27). `python -m daemon run` holds SIGHUP, SIGTERM
+and SIGINT from its first line (`daemon.early`); `run_daemon` opens its own
+signal receiver before any slow work and replays what was held, so a reload
+that arrives early is queued rather than fatal. systemd hears READY=1 only
+once the configuration is valid, the state lock is held, the state is open
+and the handlers are in place.
 
 apscheduler is used as a clock only: its jobs set events that named tasks
 in our own task group wait on. Work therefore stays under structured
 concurrency and is cancelled cleanly on shutdown, while apscheduler brings
-cron expressions, coalescing and misfire handling (C25).
+cron expressions and coalescing. A late run is run once and logged, never
+dropped (C25).
+
+Shutdown: the first SIGTERM (or SIGINT) stops intake, gives the units of
+work in flight a short grace period to finish, then cancels them. That is
+safe at any point: every state write is one shielded transaction, and a
+pair leaves the push queue only once Forstok has accepted it.
 """
 
 from __future__ import annotations
 
+import math
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import structlog
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from daemon import early
 from daemon.accurate import AccurateClient
 from daemon.config import Settings
 from daemon.errors import CredentialError, ServiceError
 from daemon.forstok import ForstokClient
 from daemon.lock import InstanceLock
+from daemon.logs import fresh_context
 from daemon.notify import Notifier, watchdog_loop
 from daemon.state import State
 from daemon.sync import Engine
 
 log = structlog.get_logger("daemon.service")
 
-SHUTDOWN_GRACE_S = 8.0
+# Work in flight at SIGTERM gets this long (or one request timeout, if
+# shorter) to finish; systemd's TimeoutStopSec is 30 s.
+SHUTDOWN_GRACE_S = 5.0
+# A scheduled run this late is worth a warning: apscheduler 3 would, by
+# default, have dropped it (a misfire grace of 1 s).
+LATE_AFTER_S = 1.0
+# Counting missed runs walks the trigger; stop counting somewhere.
+MISSED_COUNT_CAP = 10_000
+EX_SOFTWARE = 70
 DATA_HOST_KEY = "accurate_data_host"
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class FullSyncRequests:
@@ -60,7 +92,7 @@ class FullSyncRequests:
 
 
 class PollRequests:
-    """The scheduler's poll ticks; ticks during a poll collapse into one."""
+    """Requests to poll (or push); any number while busy collapse into one."""
 
     def __init__(self) -> None:
         self._event = anyio.Event()
@@ -71,6 +103,184 @@ class PollRequests:
     async def next(self) -> None:
         await self._event.wait()
         self._event = anyio.Event()
+
+
+class Shutdown:
+    """Stops intake at once, and lets units of work in flight finish for a while."""
+
+    def __init__(self) -> None:
+        self.requested = anyio.Event()
+        self._in_flight: dict[str, int] = {}
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    @property
+    def accepting(self) -> bool:
+        return not self.requested.is_set()
+
+    @property
+    def in_flight(self) -> list[str]:
+        return sorted(self._in_flight)
+
+    @contextmanager
+    def unit(self, name: str) -> Iterator[None]:
+        """Mark a unit of work, so that a shutdown waits for it (briefly)."""
+        if not self._in_flight:
+            self._idle = anyio.Event()
+        self._in_flight[name] = self._in_flight.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._in_flight.pop(name) - 1
+            if left:
+                self._in_flight[name] = left
+            if not self._in_flight:
+                self._idle.set()
+
+    async def drain(self, grace: float) -> list[str]:
+        """Wait up to `grace` seconds for the work in flight; what is left."""
+        with anyio.move_on_after(grace):
+            await self._idle.wait()
+        return self.in_flight
+
+
+class StatusLine:
+    """The line `systemctl status` shows, composed from what each task does."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+        self._problem: str | None = None
+        self._full_sync: str | None = None
+        self._poll = "starting"
+        self._sent: str | None = None
+
+    @property
+    def text(self) -> str:
+        poll = self._poll
+        if poll.startswith("next poll") and not (self._problem or self._full_sync):
+            poll = f"idle, {poll}"
+        return "; ".join(p for p in (self._problem, self._full_sync, poll) if p)
+
+    def problem(self, text: str | None) -> None:
+        self._problem = text
+        self._send()
+
+    def full_sync(self, text: str | None) -> None:
+        self._full_sync = text
+        self._send()
+
+    def poll(self, text: str) -> None:
+        self._poll = text
+        self._send()
+
+    def stopping(self) -> None:
+        self._problem = self._full_sync = None
+        self._poll = "stopping"
+        self._send()
+
+    def _send(self) -> None:
+        text = self.text
+        if text != self._sent:
+            self._sent = text
+            self._notifier.status(text)
+
+
+class Schedule:
+    """apscheduler as a clock: a poll tick every interval, full syncs by cron.
+
+    Every job coalesces (runs missed while the loop was blocked or the host
+    paused become one run), runs one instance at a time, and has no misfire
+    limit, so a late run still runs (C25). A run at least `LATE_AFTER_S`
+    late, or standing in for missed ones, is logged as `job_late`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        polls: PollRequests,
+        full_syncs: FullSyncRequests,
+        now: Clock = _utc_now,
+    ) -> None:
+        zone = settings.accurate.timezone
+        self._now = now
+        self._scheduler = AsyncIOScheduler(timezone=zone)
+        self._previous: dict[str, datetime] = {}
+        options: dict[str, Any] = {
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": None,
+        }
+
+        async def tick_poll() -> None:
+            polls.request()
+
+        async def tick_full_sync() -> None:
+            full_syncs.request("scheduled")
+
+        interval = IntervalTrigger(seconds=settings.sync.poll_interval, timezone=zone)
+        cron = CronTrigger.from_crontab(settings.sync.full_sync_cron, timezone=zone)
+        self._scheduler.add_job(tick_poll, interval, id="poll", **options)
+        self._scheduler.add_job(tick_full_sync, cron, id="full_sync", **options)
+        self._scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
+        self._scheduler.add_listener(
+            self._missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+        )
+
+    def start(self) -> None:
+        started = self._now()
+        for job in self._scheduler.get_jobs():
+            self._previous[job.id] = started
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def next_run_in(self, job_id: str) -> float | None:
+        """Seconds until the job's next run, if it has one."""
+        job = self._scheduler.get_job(job_id)
+        moment = getattr(job, "next_run_time", None)
+        if moment is None:
+            return None
+        return max(0.0, (moment - self._now()).total_seconds())
+
+    def _submitted(self, event: JobSubmissionEvent) -> None:
+        scheduled: datetime = event.scheduled_run_times[-1]
+        previous = self._previous.get(event.job_id, scheduled)
+        self._previous[event.job_id] = scheduled
+        late = (self._now() - scheduled).total_seconds()
+        missed = self._count_missed(event.job_id, previous, scheduled)
+        if late >= LATE_AFTER_S or missed:
+            log.warning(
+                "job_late",
+                job=event.job_id,
+                scheduled=scheduled.astimezone(UTC).isoformat(),
+                late_s=round(late, 1),
+                missed_runs=missed,
+                action="running it once now",
+            )
+
+    def _count_missed(self, job_id: str, after: datetime, until: datetime) -> int:
+        """Fire times strictly between `after` and `until` (coalesced away)."""
+        job = self._scheduler.get_job(job_id)
+        if job is None:
+            return 0
+        count, moment = 0, after
+        while count < MISSED_COUNT_CAP:
+            moment = job.trigger.get_next_fire_time(moment, moment)
+            if moment is None or moment >= until:
+                break
+            if moment > after:
+                count += 1
+        return count
+
+    def _missed(self, event: JobEvent) -> None:
+        log.warning(
+            "job_missed",
+            job=event.job_id,
+            scheduled=str(getattr(event, "scheduled_run_time", "")),
+            why="max instances" if event.code == EVENT_JOB_MAX_INSTANCES else "late",
+        )
 
 
 @asynccontextmanager
@@ -101,192 +311,216 @@ async def open_engine(
 
 
 async def run_daemon(settings: Settings, *, dry_run: bool | None = None) -> int:
-    """Run until SIGTERM or SIGINT; returns the process exit status."""
+    """Run until SIGTERM or SIGINT; returns the process exit status.
+
+    Raises InstanceLocked, having touched nothing, when another process
+    works on the same state file.
+    """
+    fresh_context()
+    previous = {signum: signal.getsignal(signum) for signum in early.HELD}
+    try:
+        with anyio.open_signal_receiver(*early.HELD) as received:
+            return await _serve(settings, received, dry_run)
+    finally:
+        # Give the signals back to whoever had them: under `python -m daemon`
+        # that is daemon.early, so one arriving during the last moments of
+        # teardown is held rather than fatal.
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+async def _serve(
+    settings: Settings, received: AsyncIterator[int], dry_run: bool | None
+) -> int:
     notifier = Notifier()
-    full_syncs = FullSyncRequests()
-    polls = PollRequests()
+    status = StatusLine(notifier)
+    workers = Workers(settings, status)
+    for signum in early.held_signals():
+        workers.on_signal(signum, held=True)
 
-    with (
-        anyio.open_signal_receiver(
-            signal.SIGHUP, signal.SIGTERM, signal.SIGINT
-        ) as signals,
-        InstanceLock(settings.state_path),
-    ):
-        async with (
-            open_engine(settings, dry_run=dry_run) as engine,
-            anyio.create_task_group() as tg,
-        ):
-            stopping = anyio.Event()
-            tg.start_soon(
-                _handle_signals, signals, full_syncs, stopping, name="signals"
-            )
-            notifier.ready()
-            log.info(
-                "daemon_started",
-                state=str(settings.state_path),
-                dry_run=engine.dry_run,
-            )
-
-            scheduler = _scheduler(settings, polls, full_syncs)
-            scheduler.start()
-            try:
-                tg.start_soon(watchdog_loop, notifier, name="watchdog")
-                tg.start_soon(_work, engine, polls, full_syncs, notifier, name="work")
-                await stopping.wait()
-                notifier.stopping()
-                log.info("daemon_stopping")
-                tg.cancel_scope.cancel()
-            finally:
-                scheduler.shutdown(wait=False)
+    with InstanceLock(settings.state_path):
+        try:
+            async with open_engine(settings, dry_run=dry_run) as engine:
+                await _run(engine, workers, received, notifier)
+        except Exception:
+            log.exception("daemon_crashed")
+            return EX_SOFTWARE
     log.info("daemon_stopped")
     return 0
 
 
-async def _handle_signals(
-    signals: Any, full_syncs: FullSyncRequests, stopping: anyio.Event
+async def _run(
+    engine: Engine, workers: Workers, received: AsyncIterator[int], notifier: Notifier
 ) -> None:
-    async for signum in signals:
-        if signum == signal.SIGHUP:
-            log.info("full_sync_requested", reason="SIGHUP")
-            full_syncs.request("SIGHUP")
-        elif stopping.is_set():
-            log.info(
-                "signal_ignored",
-                signal=signal.Signals(signum).name,
-                why="already stopping",
-            )
-        else:
-            log.info("signal_received", signal=signal.Signals(signum).name)
-            stopping.set()
-
-
-def _scheduler(
-    settings: Settings, polls: PollRequests, full_syncs: FullSyncRequests
-) -> AsyncIOScheduler:
-    zone = settings.accurate.timezone
-    scheduler = AsyncIOScheduler(timezone=zone)
-    options: dict[str, Any] = {
-        "coalesce": True,
-        "max_instances": 1,
-        # A run that is late for any reason still runs, once (C25).
-        "misfire_grace_time": None,
-    }
-
-    async def tick_poll() -> None:
-        polls.request()
-
-    async def tick_full_sync() -> None:
-        full_syncs.request("scheduled")
-
-    scheduler.add_job(
-        tick_poll,
-        IntervalTrigger(seconds=settings.sync.poll_interval, timezone=zone),
-        id="poll",
-        **options,
-    )
-    scheduler.add_job(
-        tick_full_sync,
-        CronTrigger.from_crontab(settings.sync.full_sync_cron, timezone=zone),
-        id="full_sync",
-        **options,
-    )
-
-    def missed(event: JobEvent) -> None:
-        log.warning(
-            "job_missed", job=event.job_id, scheduled=str(event.scheduled_run_time)
-        )
-
-    scheduler.add_listener(missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
-    return scheduler
-
-
-async def _work(
-    engine: Engine,
-    polls: PollRequests,
-    full_syncs: FullSyncRequests,
-    notifier: Notifier,
-) -> None:
-    await _prepare(engine, notifier)
-    last = (await engine.state.last_runs()).get("full_sync")
-    if last is None or last["outcome"] != "ok":
-        full_syncs.request("no completed full sync yet")
-    polls.request()
-
-    pushes = PollRequests()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_poll_loop, engine, polls, pushes, notifier, name="poll_loop")
-        tg.start_soon(_push_loop, engine, pushes, name="push_loop")
-        tg.start_soon(
-            _full_sync_loop, engine, full_syncs, notifier, name="full_sync_loop"
+        tg.start_soon(workers.receive_signals, received, name="signals")
+        status = workers.status
+        status.poll("starting: reading warehouses and mapping from Accurate")
+        notifier.ready(status.text)
+        log.info(
+            "daemon_started",
+            state=str(engine.settings.state_path),
+            dry_run=engine.dry_run,
+            watchdog_s=notifier.watchdog_interval(),
         )
-
-
-async def _prepare(engine: Engine, notifier: Notifier) -> None:
-    """Learn warehouses and mapping; wait out an outage instead of exiting."""
-    delay = 1.0
-    while True:
+        workers.schedule.start()
         try:
-            await engine.prepare()
-            return
-        except CredentialError as error:
-            wait = engine.settings.accurate.credential_retry_interval
-            log.error(
-                "accurate_credentials_rejected",
-                error=str(error),
-                action=error.action,
-                retry_in_s=wait,
+            tg.start_soon(watchdog_loop, notifier, name="watchdog")
+            tg.start_soon(workers.run, engine, name="work")
+            await workers.shutdown.requested.wait()
+            notifier.stopping()
+            await workers.stop(engine.settings)
+        finally:
+            workers.schedule.shutdown()
+        tg.cancel_scope.cancel()
+
+
+class Workers:
+    """The daemon's named tasks and the requests that drive them."""
+
+    def __init__(self, settings: Settings, status: StatusLine) -> None:
+        self.status = status
+        self.full_syncs = FullSyncRequests()
+        self.polls = PollRequests()
+        self.pushes = PollRequests()
+        self.shutdown = Shutdown()
+        self.schedule = Schedule(settings, self.polls, self.full_syncs)
+
+    # -- signals ---------------------------------------------------------------
+
+    async def receive_signals(self, received: AsyncIterator[int]) -> None:
+        fresh_context()
+        async for signum in received:
+            self.on_signal(signum)
+
+    def on_signal(self, signum: int, *, held: bool = False) -> None:
+        """SIGHUP asks for a full sync; SIGTERM or SIGINT stops, once."""
+        name = signal.Signals(signum).name
+        if not self.shutdown.accepting:
+            log.info("signal_ignored", signal=name, why="already stopping")
+        elif signum == signal.SIGHUP:
+            log.info("full_sync_requested", reason=name, during_start_up=held)
+            self.full_syncs.request(name)
+        else:
+            log.info("signal_received", signal=name, during_start_up=held)
+            self.shutdown.requested.set()
+
+    async def stop(self, settings: Settings) -> None:
+        """Stop intake, give work in flight a grace period, report what was left."""
+        grace = min(
+            SHUTDOWN_GRACE_S, max(settings.accurate.timeout, settings.forstok.timeout)
+        )
+        self.schedule.shutdown()
+        self.status.stopping()
+        log.info("daemon_stopping", in_flight=self.shutdown.in_flight, grace_s=grace)
+        left = await self.shutdown.drain(grace)
+        if left:
+            log.warning(
+                "work_abandoned",
+                units=left,
+                grace_s=grace,
+                note="queued pairs stay queued and are pushed after the restart",
             )
-            notifier.status("waiting: Accurate refused the credentials")
-            await anyio.sleep(wait)
-        except ServiceError as error:
-            log.warning("prepare_failed", error=str(error), retry_in_s=delay)
-            notifier.status("waiting for Accurate")
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 300.0)
 
+    # -- work ------------------------------------------------------------------
 
-async def _poll_loop(
-    engine: Engine, polls: PollRequests, pushes: PollRequests, notifier: Notifier
-) -> None:
-    """Poll and refresh; pushing runs apart, so a Forstok outage never stalls
-    the reading of Accurate."""
-    interval = engine.settings.sync.poll_interval
-    while True:
-        await polls.next()
-        notifier.status("polling")
-        try:
-            await engine.poll(push=False)
-        except ServiceError as error:
-            log.error("poll_failed", error=str(error))
-        pushes.request()
-        notifier.status(f"idle, next poll in {interval:g} s")
+    async def run(self, engine: Engine) -> None:
+        """Learn warehouses and mapping, then poll, push and full-sync."""
+        fresh_context()
+        await self.prepare(engine)
+        last = (await engine.state.last_runs()).get("full_sync")
+        if last is None or last["outcome"] != "ok":
+            self.full_syncs.request("no completed full sync yet")
+        self.polls.request()
 
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.poll_loop, engine, name="poll_loop")
+            tg.start_soon(self.push_loop, engine, name="push_loop")
+            tg.start_soon(self.full_sync_loop, engine, name="full_sync_loop")
 
-async def _push_loop(engine: Engine, pushes: PollRequests) -> None:
-    while True:
-        await pushes.next()
-        try:
-            await engine.push()
-        except ServiceError as error:
-            log.error("push_failed", error=str(error))
+    async def prepare(self, engine: Engine) -> None:
+        """Wait out an Accurate outage or refused credentials instead of exiting."""
+        delay = 1.0
+        while True:
+            try:
+                await engine.prepare()
+                self.status.problem(None)
+                return
+            except CredentialError as error:
+                wait = engine.settings.accurate.credential_retry_interval
+                log.error(
+                    "accurate_credentials_rejected",
+                    error=str(error),
+                    action=error.action,
+                    retry_in_s=wait,
+                )
+                self.status.problem("waiting: Accurate refused the credentials")
+                await anyio.sleep(wait)
+            except ServiceError as error:
+                log.warning("prepare_failed", error=str(error), retry_in_s=delay)
+                self.status.problem("waiting for Accurate")
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 300.0)
 
+    async def poll_loop(self, engine: Engine) -> None:
+        """Poll and refresh; pushing runs apart, so a Forstok outage never
+        stalls the reading of Accurate."""
+        while True:
+            await self.polls.next()
+            if not self.shutdown.accepting:
+                return
+            with self.shutdown.unit("poll"):
+                fresh_context()
+                self.status.poll("polling")
+                try:
+                    await engine.poll(push=False)
+                except ServiceError as error:
+                    log.error("poll_failed", error=str(error))
+                self.pushes.request()
+            self.status.poll(self._next_poll_text())
 
-async def _full_sync_loop(
-    engine: Engine, full_syncs: FullSyncRequests, notifier: Notifier
-) -> None:
-    delay = 5.0
-    while True:
-        reason = await full_syncs.next()
-        notifier.status("full sync starting")
-        try:
-            await engine.full_sync(reason, progress=notifier.status)
-            delay = 5.0
-        except ServiceError as error:
-            # A failed full sync is the safety net missing: try again soon
-            # rather than at the next scheduled run.
-            log.error("full_sync_failed", error=str(error), retry_in_s=delay)
-            notifier.status("full sync failed; retrying")
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 900.0)
-            full_syncs.request(f"retry after failure ({reason})")
-        notifier.status("idle")
+    async def push_loop(self, engine: Engine) -> None:
+        while True:
+            await self.pushes.next()
+            if not self.shutdown.accepting:
+                return
+            with self.shutdown.unit("push"):
+                fresh_context()
+                try:
+                    await engine.push()
+                except ServiceError as error:
+                    log.error("push_failed", error=str(error))
+
+    async def full_sync_loop(self, engine: Engine) -> None:
+        """One full sync at a time; requests during one make one more after it."""
+        delay = 5.0
+        while True:
+            reason = await self.full_syncs.next()
+            if not self.shutdown.accepting:
+                return
+            failed = False
+            with self.shutdown.unit("full_sync"):
+                fresh_context()
+                self.status.full_sync("full sync starting")
+                try:
+                    await engine.full_sync(reason, progress=self.status.full_sync)
+                    delay = 5.0
+                except ServiceError:
+                    failed = True  # the engine logged full_sync_failed
+                finally:
+                    self.status.full_sync(None)
+            if failed:
+                # A failed full sync is the safety net missing: try again
+                # soon rather than at the next scheduled run.
+                log.warning("full_sync_retry", reason=reason, retry_in_s=delay)
+                self.status.full_sync(f"full sync failed; retrying in {delay:g} s")
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 900.0)
+                self.full_syncs.request(f"retry after failure ({reason})")
+
+    def _next_poll_text(self) -> str:
+        seconds = self.schedule.next_run_in("poll")
+        if seconds is None:
+            return "idle"
+        return f"next poll in {math.ceil(seconds)} s"

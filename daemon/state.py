@@ -133,6 +133,13 @@ CREATE TABLE IF NOT EXISTS history (
     outcome TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_sku ON history (sku, at);
+CREATE TABLE IF NOT EXISTS forstok_unknown (
+    sku TEXT NOT NULL,
+    forstok_warehouse INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (sku, forstok_warehouse)
+);
 CREATE TABLE IF NOT EXISTS run (
     id TEXT PRIMARY KEY,
     type TEXT NOT NULL,
@@ -212,7 +219,7 @@ class PushRecord:
     old: int | None
     reason: str
     outcome: str
-    """`pushed`, `dry_run`, `rejected`, `held`, `skipped`."""
+    """`pushed`, `dry_run`, `rejected`, `held`, `unmapped`, `skipped`."""
     error: str | None = None
     attempts: int = 0
     retry_at: str | None = None
@@ -473,6 +480,14 @@ class State:
                 [(wid, name, int(suspended)) for wid, name, suspended in warehouses],
             )
 
+    async def warehouses(self) -> list[dict[str, Any]]:
+        """Accurate's warehouses as last read: id, name, suspended."""
+        rows = await self._rows("SELECT id, name, suspended FROM warehouse")
+        return [
+            {"id": r["id"], "name": r["name"], "suspended": bool(r["suspended"])}
+            for r in rows
+        ]
+
     async def set_warehouse_rows(self, warehouse_id: int, row_count: int) -> None:
         async with self.write() as db:
             await db.execute(
@@ -500,6 +515,7 @@ class State:
 
     async def replace_overrides(self, overrides: Iterable[Override]) -> None:
         async with self.write() as db:
+            await _bump_mapping_version(db)
             await db.execute("DELETE FROM item_override")
             await db.executemany(
                 "INSERT INTO item_override VALUES (?, ?, ?, ?)",
@@ -518,6 +534,7 @@ class State:
 
     async def replace_forstok_skus(self, skus: Iterable[str], source: str) -> None:
         async with self.write() as db:
+            await _bump_mapping_version(db)
             await db.execute("DELETE FROM forstok_sku")
             await db.executemany(
                 "INSERT OR IGNORE INTO forstok_sku VALUES (?, ?)",
@@ -567,12 +584,16 @@ class State:
         targets: Iterable[tuple[int, int]],
         reason: str,
         requeue: Reasons = (),
+        target_reasons: Mapping[tuple[int, int], str] | None = None,
     ) -> None:
         """Store stock read from Accurate and queue the Forstok targets it feeds.
 
         A reading replaces an older one only; a pending pair is removed only
         if it was not queued again after it was taken (its seq is unchanged).
+        `target_reasons` gives a target its own reason (the document that
+        touched it) in place of `reason`, for its push history.
         """
+        why = target_reasons or {}
         async with self.write() as db:
             await db.executemany(
                 "INSERT INTO reading VALUES (?, ?, ?, ?) "
@@ -594,7 +615,10 @@ class State:
                 "INSERT INTO push_queue VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (item_id, forstok_warehouse) DO UPDATE SET "
                 "seq = excluded.seq, reason = excluded.reason",
-                [(item, fwh, self._next_seq(), reason) for item, fwh in targets],
+                [
+                    (item, fwh, self._next_seq(), why.get((item, fwh), reason))
+                    for item, fwh in targets
+                ],
             )
 
     # -- push: queue to Forstok ---------------------------------------------
@@ -680,6 +704,16 @@ class State:
             await db.execute(
                 "DELETE FROM failing WHERE sku = ? AND forstok_warehouse = ?", key
             )
+        elif r.outcome == "unmapped":
+            # Forstok does not know this SKU here: stop pushing it until an
+            # operator runs `stocksync retry` (C14: a renamed SKU).
+            await db.execute(
+                "INSERT OR REPLACE INTO forstok_unknown VALUES (?, ?, ?, ?)",
+                (*key, r.error or "not found", now),
+            )
+            await db.execute(
+                "DELETE FROM failing WHERE sku = ? AND forstok_warehouse = ?", key
+            )
         elif r.outcome in {"rejected", "held"}:
             await db.execute(
                 "INSERT OR REPLACE INTO failing VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -714,6 +748,32 @@ class State:
                 args = (sku,)
             cursor = await db.execute(sql, args)
             return cursor.rowcount
+
+    async def unknown_targets(self) -> dict[tuple[str, int], dict[str, Any]]:
+        """(SKU, Forstok warehouse) pairs Forstok answered "not found" for."""
+        rows = await self._rows("SELECT * FROM forstok_unknown")
+        return {
+            (r["sku"], r["forstok_warehouse"]): {"reason": r["reason"], "at": r["at"]}
+            for r in rows
+        }
+
+    async def retry(
+        self, keys: Iterable[tuple[str, int]], pairs: Reasons, reason: str = ""
+    ) -> int:
+        """Forget the failures and "not found" marks of `keys` and queue fresh
+        reads of `pairs`, in one transaction; returns the rows released."""
+        keys = list(keys)
+        released = 0
+        async with self.write() as db:
+            for table in ("failing", "forstok_unknown"):
+                for key in keys:
+                    cursor = await db.execute(
+                        f"DELETE FROM {table} WHERE sku = ? AND forstok_warehouse = ?",  # noqa: S608  fixed table names
+                        key,
+                    )
+                    released += cursor.rowcount
+            await self._queue_pairs(db, pairs, reason)
+        return released
 
     # -- history and runs ---------------------------------------------------
 
@@ -810,6 +870,14 @@ def _document(row: aiosqlite.Row) -> DocumentRecord:
 def _reading(row: aiosqlite.Row) -> Reading:
     return Reading(
         row["item_id"], row["warehouse_id"], Decimal(row["quantity"]), row["read_at"]
+    )
+
+
+async def _bump_mapping_version(db: _Tx) -> None:
+    """Tell a running daemon that the mapping inputs changed (it reloads)."""
+    await db.execute(
+        "INSERT INTO meta VALUES ('mapping_version', '1') ON CONFLICT (key) "
+        "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
     )
 
 

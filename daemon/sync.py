@@ -51,6 +51,7 @@ from daemon.logs import new_run_id
 from daemon.mapping import (
     Item,
     MappingResult,
+    changed_targets,
     offered_quantity,
     resolve_mapping,
 )
@@ -86,6 +87,8 @@ TRANS_DATE_DAYS = 7
 MAX_ROW_ATTEMPTS = 3
 AHEAD_WARNING = timedelta(minutes=10)
 DOCUMENT_MEMORY = timedelta(days=35)
+DISPLAY_INTERVAL = 0.5
+"""Seconds between updates of a progress display."""
 
 Progress = Callable[[str], None]
 
@@ -101,6 +104,7 @@ class Counts:
     unchanged: int = 0
     rejected: int = 0
     held: int = 0
+    unmapped: int = 0
     skipped: int = 0
     errors: int = 0
     pages: int = 0
@@ -171,6 +175,7 @@ class Engine:
         self.dry_run = settings.sync.dry_run if dry_run is None else dry_run
         self.warehouses = Warehouses()
         self.mapping = MappingResult()
+        self._mapping_version: str | None = None
         self._sku_items: dict[str, int] = {}
         self._reported: set[tuple[str, ...]] = set()
         self._push_lock = anyio.Lock()
@@ -212,15 +217,44 @@ class Engine:
                 continue
             result.sources[warehouse.id] = mapping
             result.feeds.setdefault(mapping.forstok_id, []).append(warehouse.id)
+        self._block_incomplete_feeds(result)
         self.warehouses = result
 
-    async def reload_mapping(self) -> None:
+    def _block_incomplete_feeds(self, result: Warehouses) -> None:
+        """A Forstok warehouse fed by a missing warehouse is not pushed at all:
+        the sum of the warehouses left would be a wrong number, not a late one."""
+        for mapping in self.settings.warehouses:
+            if mapping.accurate not in result.missing:
+                continue
+            if result.feeds.pop(mapping.forstok_id, []):
+                log.error(
+                    "forstok_warehouse_blocked",
+                    forstok_warehouse=mapping.forstok_id,
+                    missing=mapping.accurate,
+                )
+
+    async def reload_mapping(self, requeue_reason: str | None = None) -> None:
+        """Resolve the mapping from the state. With a reason, queue fresh reads
+        of the items whose SKU or pack size changed, so that Forstok follows."""
+        self._mapping_version = await self.state.get_meta("mapping_version")
         items = await self.state.items()
         overrides = await self.state.overrides()
         forstok_skus = await self.state.forstok_skus()
+        before = self.mapping
         self.mapping = resolve_mapping(items, overrides, forstok_skus)
         self._sku_items = {t.sku: t.item_id for t in self.mapping.targets.values()}
         self._report_problems()
+        changed = changed_targets(before, self.mapping)
+        if requeue_reason and changed:
+            await self.state.queue_pairs(
+                dict.fromkeys(((i, ALL_WAREHOUSES) for i in changed), requeue_reason)
+            )
+            log.info("mapping_changed", items=len(changed), reason=requeue_reason)
+
+    async def reload_mapping_if_imported(self) -> None:
+        """Pick up a `stocksync mapping import` made while the daemon runs."""
+        if await self.state.get_meta("mapping_version") != self._mapping_version:
+            await self.reload_mapping("mapping imported")
 
     def _report_problems(self) -> None:
         for problem in self.mapping.problems:
@@ -246,6 +280,7 @@ class Engine:
         with structlog.contextvars.bound_contextvars(run_id=run_id):
             await self.state.start_run(run_id, "poll")
             try:
+                await self.reload_mapping_if_imported()
                 await self._poll_items(counts)
                 async with anyio.create_task_group() as tg:
                     for kind in DOCUMENT_KINDS:
@@ -559,7 +594,7 @@ class Engine:
         counts.documents += len(items)
         counts.pairs_queued += len(pairs)
         if items:
-            await self.reload_mapping()
+            await self.reload_mapping("mapping changed")
 
     # -- refresh ----------------------------------------------------------------
 
@@ -593,7 +628,8 @@ class Engine:
             for item_id in by_item:
                 tg.start_soon(read, item_id)
 
-        readings, targets, reasons = [], set(), {}
+        readings, targets = [], set()
+        reasons: dict[tuple[int, int], set[str]] = {}
         for item_id, balances in results.items():
             if balances is None:
                 continue
@@ -603,14 +639,21 @@ class Engine:
                     readings.append(
                         Reading(item_id, wb.warehouse_id, wb.balance, read_at)
                     )
-            for fwh in self.warehouses.forstok_targets(
-                self._touched_warehouses(by_item[item_id])
-            ):
-                targets.add((item_id, fwh))
-                reasons[(item_id, fwh)] = by_item[item_id][0].reason
+            for pair in by_item[item_id]:
+                for fwh in self.warehouses.forstok_targets(
+                    self._touched_warehouses([pair])
+                ):
+                    targets.add((item_id, fwh))
+                    reasons.setdefault((item_id, fwh), set()).add(pair.reason)
         counts.pairs_read += len(readings)
         reason = "; ".join(sorted({p.reason for p in pending}))[:200]
-        await self.state.record_readings(readings, pending, targets, reason)
+        await self.state.record_readings(
+            readings,
+            pending,
+            targets,
+            reason,
+            target_reasons={k: "; ".join(sorted(v))[:200] for k, v in reasons.items()},
+        )
 
     def _touched_warehouses(self, pairs: Iterable[QueuedPair]) -> set[int]:
         touched: set[int] = set()
@@ -670,13 +713,14 @@ class Engine:
         keys = [(p.sku, p.target.forstok_warehouse) for p in plans if p.sku]
         pushed = await self.state.pushed(keys)
         failing = await self.state.failing(keys)
+        unknown = await self.state.unknown_targets()
         now = iso_utc(utc_now())
         seen: set[tuple[str, int]] = set()
         for plan in (p for p in plans if p.outcome == "send"):
             key = (plan.sku, plan.target.forstok_warehouse)
             previous, fail = pushed.get(key), failing.get(key)
             plan.old = previous.quantity if previous else None
-            if key in seen or _needless(plan, previous, fail, now):
+            if key in seen or key in unknown or _needless(plan, previous, fail, now):
                 plan.outcome = "skipped"
             elif fail and fail.quantity == plan.quantity:
                 plan.attempts = fail.attempts
@@ -769,7 +813,21 @@ class Engine:
     def _reject(self, plan: _Plan, why: str, counts: Counts) -> None:
         plan.attempts += 1
         plan.error = why
-        if plan.attempts >= MAX_ROW_ATTEMPTS or "not found" in why.lower():
+        if "not found" in why.lower():
+            # Forstok does not know the SKU (or the warehouse): the pair is
+            # unmapped until an operator fixes it and runs `stocksync retry`.
+            plan.outcome = "unmapped"
+            counts.unmapped += 1
+            log.error(
+                "forstok_sku_unknown",
+                sku=plan.sku,
+                warehouse=plan.target.forstok_warehouse,
+                reason=why,
+                action="create the SKU in Forstok or fix the mapping "
+                "(`stocksync mapping`), then run `stocksync retry SKU`",
+            )
+            return
+        if plan.attempts >= MAX_ROW_ATTEMPTS:
             plan.outcome = "held"
             counts.held += 1
             log.warning(
@@ -995,7 +1053,8 @@ class _Plan:
 
 
 class _ProgressReporter:
-    """Logs full-sync progress at intervals, never per page."""
+    """Full-sync progress: logged at intervals, never per page, and shown to
+    the caller's display (a terminal, systemd's status line) more often."""
 
     def __init__(
         self, interval: float, callback: Progress | None, counts: Counts
@@ -1005,6 +1064,7 @@ class _ProgressReporter:
         self.counts = counts
         self.started = time.monotonic()
         self.last = self.started
+        self.last_shown = self.started
         self.pages_total = 0
         self.pages_done = 0
 
@@ -1016,34 +1076,46 @@ class _ProgressReporter:
         now = time.monotonic()
         if now - self.last >= self.interval:
             self.last = now
-            self._emit(now)
+            self._log(now)
+        if now - self.last_shown >= min(self.interval, DISPLAY_INTERVAL):
+            self.last_shown = now
+            self._show(now)
 
     def done(self) -> None:
-        self._emit(time.monotonic())
+        now = time.monotonic()
+        self._log(now)
+        self._show(now)
 
-    def _emit(self, now: float) -> None:
+    def _figures(self, now: float) -> dict[str, Any]:
         elapsed = max(now - self.started, 1e-6)
         rate = self.pages_done / elapsed
         remaining = max(0, self.pages_total - self.pages_done)
-        eta = math.ceil(remaining / rate) if rate > 0 else None
         percent = (
             round(100 * self.pages_done / self.pages_total) if self.pages_total else 100
         )
-        log.info(
-            "full_sync_progress",
-            pages=self.pages_done,
-            pages_total=self.pages_total,
-            percent=percent,
-            pairs_read=self.counts.pairs_read,
-            pushed=self.counts.pushed,
-            pages_per_s=round(rate, 2),
-            eta_s=eta,
+        return {
+            "pages": self.pages_done,
+            "pages_total": self.pages_total,
+            "percent": percent,
+            "pairs_read": self.counts.pairs_read,
+            "pushed": self.counts.pushed,
+            "pages_per_s": round(rate, 2),
+            "eta_s": math.ceil(remaining / rate) if rate > 0 else None,
+        }
+
+    def _log(self, now: float) -> None:
+        log.info("full_sync_progress", **self._figures(now))
+
+    def _show(self, now: float) -> None:
+        if self.callback is None:
+            return
+        f = self._figures(now)
+        eta = "?" if f["eta_s"] is None else f"{f['eta_s']} s"
+        self.callback(
+            f"full sync {f['percent']}% ({f['pages']}/{f['pages_total']} pages, "
+            f"{f['pairs_read']} pairs read, {f['pushed']} pushed, "
+            f"{f['pages_per_s']:.1f} pages/s, ETA {eta})"
         )
-        if self.callback:
-            self.callback(
-                f"full sync {percent}% ({self.pages_done}/{self.pages_total} pages, "
-                f"{self.counts.pushed} pushed)"
-            )
 
 
 def _needless(

@@ -109,7 +109,6 @@ class AccurateModel:
     def __init__(self, config: SimConfig, lock: threading.RLock) -> None:
         self.config = config
         self.lock = lock
-        self.zone = ZoneInfo(config.accurate.zone)
         self.warehouses: dict[int, Warehouse] = {}
         self.items: dict[int, Item] = {}
         self.documents: dict[str, dict[int, Document]] = {k: {} for k in KINDS}
@@ -122,6 +121,10 @@ class AccurateModel:
         self.transit_id = self._add_transit()
 
     # ----------------------------------------------------------------- time
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.config.accurate.zone)  # read each time: a switch
+
     def now_stamp(self) -> datetime:
         return wall_clock(self.config.clock.now(), self.zone)
 
@@ -206,6 +209,21 @@ class AccurateModel:
             )
             for warehouse, quantity in spec.opening.items():
                 self.set_opening_balance(spec.no, warehouse, quantity)
+
+    def set_warehouse(
+        self,
+        name: str,
+        *,
+        suspended: bool,
+        last_update: str | datetime | None = None,
+    ) -> Warehouse:
+        """Suspend or revive a warehouse (bumps optLock and lastUpdate)."""
+        with self.lock:
+            warehouse = self.warehouse_by_name(name)
+            warehouse.suspended = suspended
+            warehouse.opt_lock += 1
+            warehouse.last_update = self._stamp(last_update)
+            return warehouse
 
     def item_by_no(self, no: str) -> Item:
         for item in self.items.values():
@@ -497,7 +515,8 @@ class AccurateModel:
         )
 
     # -------------------------------------------------------------- rendering
-    def render_document(self, doc: Document) -> dict[str, Any]:
+    def render_document(self, doc: Document, *, lines: bool = True) -> dict[str, Any]:
+        """The document as detail.do shows it; list.do rows have no lines."""
         spec = KINDS[doc.kind]
         row: dict[str, Any] = {
             "id": doc.id,
@@ -511,7 +530,8 @@ class AccurateModel:
             row[spec.type_field] = doc.doc_type
         if doc.kind == "item-transfer":
             row.update(self._transfer_header(doc))
-        row["detailItem"] = [self._render_line(doc, ln) for ln in doc.lines]
+        if lines:
+            row["detailItem"] = [self._render_line(doc, ln) for ln in doc.lines]
         return row
 
     def _transfer_header(self, doc: Document) -> dict[str, Any]:

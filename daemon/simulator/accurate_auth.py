@@ -26,9 +26,12 @@ from daemon.simulator.server import Request, Response, json_response
 REVOKED = "Invalid or Revoked API Token"
 UNAUTHORIZED = "Unauthorized"
 SIGNATURE_REQUIRED = "Header X-Api-Signature is required"
-SIGNATURE_INVALID = "Header X-Api-Signature is invalid"
 TIMESTAMP_REQUIRED = "Header X-Api-Timestamp is required"
-TIMESTAMP_INVALID = "Header X-Api-Timestamp is invalid"
+# The reference abbreviates the next two as "…invalid"; the only observed
+# body (fixture error-api-token-signature.json) has no "is".
+SIGNATURE_INVALID = "Header X-Api-Signature invalid"
+TIMESTAMP_INVALID = "Header X-Api-Timestamp invalid"
+# The reference cuts this one after "seconds"; the ending is the simulator's.
 TIMESTAMP_SKEW = "Header X-Api Timestamp difference more than 600 seconds from server"
 SESSION_INVALID = "Data Session Key tidak tepat"
 

@@ -136,11 +136,10 @@ class AccurateService:
 
     # ------------------------------------------------------------- documents
     def _document_list(self, request: Request, kind: str) -> Response:
-        rows = []
-        for doc in self.model.visible_documents(kind):
-            row = self.model.render_document(doc)
-            del row["detailItem"]  # lines come only from detail.do
-            rows.append(row)
+        rows = [
+            self.model.render_document(doc, lines=False)
+            for doc in self.model.visible_documents(kind)
+        ]
         allowed = set(_DOCUMENT_FILTERS)
         if kind in self.model.config.accurate.kinds_without_last_update_filter:
             allowed.discard("lastUpdate")
@@ -262,9 +261,7 @@ class AccurateService:
         config = self.model.config.accurate
         page = page_of(rows, params, config.default_page_size, config.max_page_size)
         raw = request.raw_param("fields")
-        names = requested_fields(
-            raw if raw is not None else params.get("fields"), config.literal_commas_only
-        )
+        names = requested_fields(raw, config.literal_commas_only)
         chosen = [select_fields(row, names) for row in page.rows]
         return json_response({"s": True, "d": chosen, "sp": page.sp})
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 from daemon.simulator.accurate import AccurateModel, Item, LineSpec
@@ -139,6 +139,9 @@ class Business:
         if doc is None:
             return self.create("sales-invoice")
         change = self.rng.choice(("quantity", "item", "warehouse", "approval"))
+        if change == "warehouse" and doc.kind == "item-transfer":
+            self._reroute(doc)
+            return f"edit {doc.kind} {doc.number} (warehouses)"
         lines = [self._spec_of(doc, line) for line in doc.lines]
         index = self.rng.randrange(len(lines))
         approval = None
@@ -146,7 +149,7 @@ class Business:
             lines[index] = replace(lines[index], quantity=self._quantity())
         elif change == "item":
             lines[index] = replace(lines[index], item=self._item().no)
-        elif change == "warehouse" and doc.kind != "item-transfer":
+        elif change == "warehouse":
             warehouse = self.rng.choice(self._warehouse_names())
             lines[index] = replace(lines[index], warehouse=warehouse)
         else:
@@ -155,6 +158,14 @@ class Business:
             doc.kind, doc.id, lines=lines, approval_status=approval
         )
         return f"edit {doc.kind} {doc.number} ({change})"
+
+    def _reroute(self, doc: Document) -> None:
+        """Send a transfer between two other warehouses."""
+        source, target = self.rng.sample(self._warehouse_names(), 2)
+        lines = [replace(self._spec_of(doc, ln), warehouse=None) for ln in doc.lines]
+        self.accurate.edit_document(
+            doc.kind, doc.id, lines=lines, warehouse=source, reference_warehouse=target
+        )
 
     def delete(self) -> str:
         kind = "sales-invoice" if self.rng.random() < 0.7 else None
@@ -214,10 +225,9 @@ class Business:
             return Decimal(self.rng.choice(("0.5", "1.25", "2.75")))
         return Decimal(self.rng.randint(1, 5))
 
-    def _trans_date(self) -> str | None:
+    def _trans_date(self) -> date | None:
         if self.rng.random() < 0.05:  # back-dated paperwork
-            day = self.accurate.now_stamp().date() - timedelta(self.rng.randint(1, 10))
-            return day.strftime("%d/%m/%Y")
+            return self.accurate.now_stamp().date() - timedelta(self.rng.randint(1, 10))
         return None
 
     def _approval(self) -> str:

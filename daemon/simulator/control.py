@@ -50,7 +50,7 @@ def handle(sim: Simulator, request: Request) -> Response:
     try:
         body = json.loads(request.body) if request.body else {}
         result = _dispatch(sim, request.method, route, body)
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, ArithmeticError) as error:
         return json_response({"error": str(error)}, status=400)
     if result is None:
         return json_response({"error": f"no control route {route}"}, status=404)

@@ -84,6 +84,8 @@ class ForstokModel:
         self.products: dict[str, list[int]] = {
             sku: list(ids) for sku, ids in catalogue.forstok_products.items()
         }
+        # With no catalogue every SKU is welcome and created on first push.
+        self.accept_any_sku = not self.products
         self.warehouses: dict[str, int] = dict(catalogue.forstok_warehouses)
         self.positions: dict[tuple[str, int], Position] = {
             key: Position(on_hand=value)
@@ -183,7 +185,7 @@ class ForstokModel:
             return "warehouse_id must be an integer"
         if self.warehouses and warehouse_id not in self.warehouses.values():
             return "warehouse not found"
-        if self.config.catalogue.forstok_products and sku not in self.products:
+        if not self.accept_any_sku and sku not in self.products:
             return "variant not found"
         if not _is_int(quantity):
             return "quantity must be an integer"
@@ -198,7 +200,7 @@ class ForstokModel:
             if position is None:
                 position = self.positions[(sku, warehouse_id)] = Position()
             position.on_hand = quantity
-            if not self.config.catalogue.forstok_products:
+            if self.accept_any_sku:
                 self.products.setdefault(sku, [])  # auto-created variant
             moment = self.config.clock.now().isoformat()
             self.history.append(Push(sku, warehouse_id, old, quantity, moment))

@@ -22,19 +22,6 @@ class LoggedRequest:
     limited: bool = False  # refused by the simulated rate limiter
     fault: str | None = None  # the fault action applied, if any
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "service": self.service,
-            "endpoint": self.endpoint,
-            "method": self.method,
-            "arrived": self.arrived,
-            "ended": self.ended,
-            "status": self.status,
-            "limited": self.limited,
-            "fault": self.fault,
-        }
-
 
 class RequestLog:
     """Every request either service received, in arrival order."""

@@ -14,7 +14,6 @@ import enum
 import logging
 import socket
 import struct
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -46,8 +45,6 @@ class Request:
     headers: dict[str, str]  # lower-case names
     body: bytes
     listener: str
-    base_url: str
-    arrived: float = field(default_factory=time.monotonic)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -62,9 +59,13 @@ class Request:
         return dict(pairs)
 
     def raw_param(self, name: str) -> str | None:
-        """A query value before percent-decoding (to see `%2C` vs `,`)."""
+        """A value before percent-decoding (to see `%2C` vs `,`)."""
         found = None
-        for piece in self.query.split("&"):
+        pieces = self.query.split("&")
+        content_type = self.header("content-type") or ""
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            pieces += self.body.decode("utf-8", "replace").split("&")
+        for piece in pieces:
             key, _, value = piece.partition("=")
             if unquote_plus(key) == name:
                 found = value
@@ -126,7 +127,8 @@ class HttpListener:
         self._listener = listener
 
     async def serve(self) -> None:
-        assert self._listener is not None, "open() first"
+        if self._listener is None:
+            raise RuntimeError(f"{self.name}: open() before serve()")
         async with self._listener:
             await self._listener.serve(self._connection)
 
@@ -205,7 +207,6 @@ class HttpListener:
             headers=headers,
             body=body,
             listener=self.name,
-            base_url=self.url,
         )
 
     async def _deliver_and_finish(

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from daemon.simulator import SimConfig, Simulator
-from simulator.simhttp import Forstok, api_token, small_shop
+from simulator.simhttp import Forstok, api_token, plain_client, small_shop
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def sim(sim_config: SimConfig) -> Iterator[Simulator]:
 @pytest.fixture
 async def accurate(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
     """A signed client on the first data host."""
-    async with httpx.AsyncClient(
+    async with plain_client(
         base_url=sim.accurate_data_urls[0] + "/accurate/api",
         auth=api_token(sim),
         timeout=5,
@@ -40,11 +40,11 @@ async def accurate(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def control(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=sim.control_url, timeout=5) as client:
+    async with plain_client(base_url=sim.control_url, timeout=5) as client:
         yield client
 
 
 @pytest.fixture
 async def forstok(sim: Simulator) -> AsyncIterator[Forstok]:
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with plain_client(timeout=5) as client:
         yield Forstok(client, sim)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ssl
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -19,6 +20,15 @@ from urllib.parse import urlencode
 import httpx
 
 from daemon.simulator import ItemSpec, SimConfig, Simulator
+
+# The simulator speaks plain HTTP; one shared TLS context spares every
+# client the ~50 ms of loading a CA bundle it will never use.
+_TLS = ssl.create_default_context()
+
+
+def plain_client(**options: Any) -> httpx.AsyncClient:
+    """An httpx client for loopback tests."""
+    return httpx.AsyncClient(verify=_TLS, **options)
 
 
 def small_shop() -> SimConfig:

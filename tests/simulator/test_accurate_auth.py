@@ -14,7 +14,7 @@ import pytest
 
 from daemon.simulator import Simulator
 from daemon.simulator.accurate_auth import parse_api_timestamp, signature_matches
-from simulator.simhttp import api_token, sign
+from simulator.simhttp import api_token, plain_client, sign
 
 VECTOR_STAMP = "02/11/2023 09:01:01"
 VECTOR_SECRET = "31d49b3dc632614495ff8071e5be44a1"
@@ -41,7 +41,7 @@ async def test_official_vector_accepted_over_http(sim: Simulator) -> None:
         "X-Api-Timestamp": VECTOR_STAMP,
         "X-Api-Signature": VECTOR_BASE64,
     }
-    async with httpx.AsyncClient() as client:
+    async with plain_client() as client:
         response = await client.get(
             sim.accurate_account_url + "/api/api-token.do", headers=headers
         )
@@ -76,7 +76,7 @@ async def test_signed_call_accepted_in_every_form(
 ) -> None:
     """Every timestamp form and both signature encodings are accepted."""
     auth = api_token(sim, stamp=stamp, encoding=encoding)
-    async with httpx.AsyncClient(auth=auth) as client:
+    async with plain_client(auth=auth) as client:
         response = await client.get(
             sim.accurate_data_urls[0] + "/accurate/api/warehouse/list.do"
         )
@@ -85,7 +85,7 @@ async def test_signed_call_accepted_in_every_form(
 
 
 async def _refusal(sim: Simulator, headers: dict[str, str]) -> tuple[int, list[str]]:
-    async with httpx.AsyncClient() as client:
+    async with plain_client() as client:
         response = await client.get(
             sim.accurate_data_urls[0] + "/accurate/api/warehouse/list.do",
             headers=headers,
@@ -110,11 +110,11 @@ async def test_refusals_carry_the_guide_texts(sim: Simulator) -> None:
         "Header X-Api-Timestamp is required": {
             k: v for k, v in good.items() if k != "X-Api-Timestamp"
         },
-        "Header X-Api-Timestamp is invalid": {**good, "X-Api-Timestamp": "yesterday"},
+        "Header X-Api-Timestamp invalid": {**good, "X-Api-Timestamp": "yesterday"},
         "Header X-Api-Signature is required": {
             k: v for k, v in good.items() if k != "X-Api-Signature"
         },
-        "Header X-Api-Signature is invalid": {**good, "X-Api-Signature": "AAAA"},
+        "Header X-Api-Signature invalid": {**good, "X-Api-Signature": "AAAA"},
         "Header X-Api Timestamp difference more than 600 seconds": {
             **good,
             "X-Api-Timestamp": old,
@@ -131,7 +131,7 @@ async def test_revoked_token_and_message_shape(sim: Simulator) -> None:
     """A revoked token is refused; the `message` variant moves the text."""
     sim.accurate_auth.api_token_revoked = True
     sim.config.accurate.auth_error_key = "message"
-    async with httpx.AsyncClient(auth=api_token(sim)) as client:
+    async with plain_client(auth=api_token(sim)) as client:
         response = await client.get(sim.accurate_account_url + "/api/api-token.do")
     assert response.status_code == 401
     assert response.json() == {"s": False, "message": "Invalid or Revoked API Token"}
@@ -139,7 +139,7 @@ async def test_revoked_token_and_message_shape(sim: Simulator) -> None:
 
 async def test_api_token_do_reports_the_serving_host(sim: Simulator) -> None:
     """api-token.do names the data host under either key, by GET or POST."""
-    async with httpx.AsyncClient(auth=api_token(sim)) as client:
+    async with plain_client(auth=api_token(sim)) as client:
         url = sim.accurate_account_url + "/api/api-token.do"
         first = (await client.get(url)).json()["d"]
         sim.config.accurate.api_token_db_key = "data usaha"
@@ -155,7 +155,7 @@ async def test_api_token_do_reports_the_serving_host(sim: Simulator) -> None:
 async def test_database_moved_answers_308_to_the_second_host(sim: Simulator) -> None:
     """After a move, host 1 redirects every data call and host 2 serves."""
     sim.accurate.current_host = 1
-    async with httpx.AsyncClient(auth=api_token(sim)) as client:
+    async with plain_client(auth=api_token(sim)) as client:
         path = "/accurate/api/item/list.do?fields=id,no"
         moved = await client.get(sim.accurate_data_urls[0] + path)
         served = await client.get(sim.accurate_data_urls[1] + path)
@@ -193,7 +193,7 @@ async def _oauth_session(
 
 async def test_oauth_flow_session_and_token_expiry(sim: Simulator) -> None:
     """Access token + session serve data; each expiry gives its own 401."""
-    async with httpx.AsyncClient() as client:
+    async with plain_client() as client:
         access, _, session = await _oauth_session(client, sim)
         url = sim.accurate_data_urls[0] + "/accurate/api/item/list.do"
         headers = {"Authorization": f"Bearer {access}", "X-Session-ID": session}
@@ -211,7 +211,7 @@ async def test_oauth_flow_session_and_token_expiry(sim: Simulator) -> None:
 
 async def test_refresh_rotates_tokens_and_is_counted(sim: Simulator) -> None:
     """A refresh grant issues new tokens once; the old refresh token dies."""
-    async with httpx.AsyncClient() as client:
+    async with plain_client() as client:
         _, refresh, session = await _oauth_session(client, sim)
         url = sim.accurate_account_url + "/oauth/token"
         body = {"grant_type": "refresh_token", "refresh_token": refresh}
@@ -232,7 +232,7 @@ async def test_refresh_rotates_tokens_and_is_counted(sim: Simulator) -> None:
 async def test_concurrent_expired_calls_all_see_401(sim: Simulator) -> None:
     """Ten calls with an expired token all fail at once; nothing refreshes
     behind the client's back (the count stays for the client to drive)."""
-    async with httpx.AsyncClient() as client:
+    async with plain_client() as client:
         access, _, session = await _oauth_session(client, sim)
         sim.accurate_auth.expire_access_tokens()
         headers = {"Authorization": f"Bearer {access}", "X-Session-ID": session}

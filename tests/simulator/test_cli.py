@@ -24,10 +24,8 @@ def _wait_for(path: Path, timeout: float = 15.0) -> dict[str, object]:
 def test_serves_until_sigterm_and_writes_the_port_file(tmp_path: Path) -> None:
     """The port file names every URL and credential; SIGTERM exits 0."""
     port_file = tmp_path / "sim.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daemon.simulator", "--port-file", str(port_file)]
-        + ["--items", "3", "--seed", "4"]
-    )
+    command = [sys.executable, "-m", "daemon.simulator", "--items", "3", "--seed", "4"]
+    process = subprocess.Popen([*command, "--port-file", str(port_file)])
     try:
         urls = _wait_for(port_file)
         state = httpx.get(f"{urls['control_url']}/state", timeout=5).json()

@@ -190,3 +190,12 @@ def test_plan_rejects_unknown_actions_and_fields() -> None:
         FaultPlan.from_json({"rules": [{"action": "explode"}]})
     with pytest.raises(ValueError, match="unknown rule fields"):
         FaultPlan.from_json({"rules": [{"action": "reset", "cuont": 1}]})
+
+
+def test_time_window_and_after_count_together() -> None:
+    """from_s/until_s bound the rule in time; `after` still counts every
+    match, inside the window or not."""
+    rule = FaultRule(FaultAction("reset"), from_s=1.0, until_s=2.0, after=1)
+    taken = [rule.take(elapsed) for elapsed in (0.5, 1.2, 1.5, 2.5)]
+    assert taken == [False, True, True, False]
+    assert (rule.matched, rule.applied) == (4, 2)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from daemon.simulator import SimConfig, Simulator
-from simulator.simhttp import Forstok, small_shop
+from simulator.simhttp import Forstok, plain_client, small_shop
 
 
 @pytest.fixture
@@ -170,12 +170,13 @@ async def test_reserved_makes_available_differ(
     assert (position.on_hand, position.reserved, position.available) == (2, 3, -1)
 
 
-async def test_empty_catalogue_accepts_any_sku(
-    forstok: Forstok, sim: Simulator
-) -> None:
-    """With no products configured, an unknown SKU is created on first push."""
-    sim.forstok.products.clear()
-    sim.config.catalogue.forstok_products = {}
-    response = await forstok.push([{"sku": "NEW-1", "warehouse_id": 2, "quantity": 1}])
-    assert response.json() == {"status": "OK"}
-    assert "NEW-1" in sim.forstok.products
+async def test_empty_catalogue_accepts_any_sku() -> None:
+    """With no products configured, every unknown SKU is created on push."""
+    sim = Simulator(small_shop())
+    async with sim.running(), plain_client() as client:
+        forstok = Forstok(client, sim)
+        token = await forstok.token()
+        for sku in ("NEW-1", "NEW-2"):
+            rows = [{"sku": sku, "warehouse_id": 2, "quantity": 1}]
+            assert (await forstok.push(rows, token)).json() == {"status": "OK"}
+    assert sorted(sim.forstok.products) == ["NEW-1", "NEW-2"]

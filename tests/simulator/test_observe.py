@@ -8,14 +8,14 @@ import httpx
 
 from daemon.simulator import Simulator
 from daemon.simulator.observe import RequestLog
-from simulator.simhttp import api_token, small_shop
+from simulator.simhttp import api_token, plain_client, small_shop
 
 
 async def test_running_in_the_current_loop_with_keep_alive() -> None:
     """`async with sim.running()` serves here; a pooled client reuses one
     connection for several requests."""
     sim = Simulator(small_shop())
-    async with sim.running(), httpx.AsyncClient(auth=api_token(sim)) as client:
+    async with sim.running(), plain_client(auth=api_token(sim)) as client:
         url = sim.accurate_data_urls[0] + "/accurate/api/item/list.do"
         statuses = [(await client.get(url)).status_code for _ in range(3)]
     assert statuses == [200, 200, 200]
