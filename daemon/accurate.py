@@ -5,8 +5,12 @@ short ladder on every attempt: make sure the data host (and, with OAuth, the
 database session) is known; send once inside the rate limiter with freshly
 signed headers; follow a moved database or a 405; read the envelope or
 classify the failure; repair a credential once, back off a temporary failure,
-or give up. The client keeps no state of the sync: it reports a new data host
-or new OAuth tokens through callbacks, and the caller persists them.
+or give up. Public reads first pass a gate: once Accurate refuses the
+credential, or stays down for several reads in a row, they fail without a
+request until a retry interval is over.
+
+The client keeps no state of the sync: it reports a new data host or new
+OAuth tokens through callbacks, and the caller persists them.
 """
 
 from __future__ import annotations
@@ -57,6 +61,12 @@ log = structlog.get_logger(__name__)
 SERVICE = "accurate"
 MAX_HOST_MOVES = 3
 MAX_LIST_PAGES = 100_000
+MAX_REFUSALS_REMEMBERED = 1000
+# Reads in a row that run out of retries before the service counts as down;
+# one flaky endpoint gives up alone, an outage makes every read give up.
+OUTAGE_GIVE_UPS = 3
+OUTAGE_PAUSE_S = 5.0
+OUTAGE_PAUSE_MAX_S = 300.0
 
 ACTION_NEW_API_CREDENTIAL = (
     "create a new API token in Accurate (Accurate Store > API Token) and set "
@@ -81,6 +91,11 @@ ACTION_SESSION = (
     "check accurate.oauth.database_id and that the user can still open that database"
 )
 ACTION_ACCESS = "check that the token's user may read this module"
+ACTION_REFUSED = (
+    "Accurate refuses this request as it stands, so it is not retried: check "
+    "the record or setting the message names in Accurate; stocksync asks "
+    "again at its next run"
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,50 @@ class OAuthTokens:
     access_token: Secret
     refresh_token: Secret
     expires_in: float | None = None
+
+
+def saved_oauth_tokens(tokens: OAuthTokens, settings: AccurateSettings) -> str:
+    """Tokens as the state database keeps them, tied to the configured pair.
+
+    Rotated tokens outlive the config file's: the old refresh token dies on
+    use. The fingerprint tells a restart whether the operator has since put a
+    newly authorised pair in the config, which then wins.
+    """
+    return json.dumps(
+        {
+            "access_token": tokens.access_token.reveal(),
+            "refresh_token": tokens.refresh_token.reveal(),
+            "configured": _configured_fingerprint(settings),
+        }
+    )
+
+
+def restored_oauth_tokens(
+    saved: str | None, settings: AccurateSettings
+) -> OAuthTokens | None:
+    """The saved tokens, unless absent, unreadable or superseded by the config."""
+    if saved is None or settings.oauth is None:
+        return None
+    try:
+        data = json.loads(saved)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if data.get("configured") != _configured_fingerprint(settings):
+        return None
+    access, refresh = data.get("access_token"), data.get("refresh_token")
+    if not (isinstance(access, str) and access and isinstance(refresh, str)):
+        return None
+    return OAuthTokens(Secret(access), Secret(refresh))
+
+
+def _configured_fingerprint(settings: AccurateSettings) -> str:
+    oauth = settings.oauth
+    if oauth is None:
+        return ""
+    pair = f"{oauth.access_token.reveal()}\n{oauth.refresh_token.reveal()}"
+    return hashlib.sha256(pair.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -324,6 +383,14 @@ class _Call:
 
 
 @dataclass(frozen=True)
+class _Hold:
+    """Why reads are held back, and when the gate lets one try again."""
+
+    error: ServiceError  # a CredentialError or a RetriableError
+    retry_at: float
+
+
+@dataclass(frozen=True)
 class _Sent:
     """What one attempt produced, and which credentials it used."""
 
@@ -370,11 +437,20 @@ class AccurateClient:
         self._host_lock = anyio.Lock()
         self._session_lock = anyio.Lock()
         self._token_lock = anyio.Lock()
+        self._hold: _Hold | None = None
+        self._probe: anyio.Event | None = None
+        self._give_ups = 0
+        self._outage_pause = OUTAGE_PAUSE_S
+        self._refusals_reported: set[tuple[str, str]] = set()
 
         self.stats = ClientStats()
+        # Starts are spaced 1/rate apart rather than let through in bursts of
+        # `rate`: a burst's requests bunch up on the way (new connections, a
+        # busy host), and Accurate counts arrivals, not our starts.
+        window = A.ACCURATE_WINDOW_S + A.ACCURATE_WINDOW_CUSHION_S
         self._limiter = limiter or RateLimiter(
-            settings.requests_per_second,
-            A.ACCURATE_WINDOW_S + A.ACCURATE_WINDOW_CUSHION_S,
+            1,
+            window / settings.requests_per_second,
             settings.max_in_flight,
             self._time.monotonic,
             self._time.sleep,
@@ -438,7 +514,7 @@ class AccurateClient:
         for item in filters:
             query += _filter_query(item)
 
-        body = await self._request(_Call(endpoint, query=tuple(query)))
+        body = await self._call(_Call(endpoint, query=tuple(query)))
 
         rows = _rows(endpoint, body)
         page_no, page_count, row_count = _paging(endpoint, body, page)
@@ -447,7 +523,7 @@ class AccurateClient:
     async def detail(self, module: str, record_id: int) -> dict[str, Any]:
         """The `d` object of `<module>/detail.do?id=`; NotFound if it is gone."""
         endpoint = f"{module}/detail.do"
-        body = await self._request(_Call(endpoint, query=(("id", record_id),)))
+        body = await self._call(_Call(endpoint, query=(("id", record_id),)))
 
         return _object(endpoint, body, "d")
 
@@ -473,7 +549,7 @@ class AccurateClient:
             ("warehouseId", warehouse_id),
             *_paging_query(A.ACCURATE_STOCK_FIELDS, page, self._settings.page_size),
         )
-        body = await self._request(_Call(endpoint, query=query))
+        body = await self._call(_Call(endpoint, query=query))
 
         rows = [_stock_row(endpoint, row) for row in _rows(endpoint, body)]
         page_no, page_count, row_count = _paging(endpoint, body, page)
@@ -482,9 +558,122 @@ class AccurateClient:
     async def item_balances(self, item_id: int) -> ItemBalances:
         """Per-warehouse balances of one item, from `item/detail.do`."""
         endpoint = "item/detail.do"
-        body = await self._request(_Call(endpoint, query=(("id", item_id),)))
+        body = await self._call(_Call(endpoint, query=(("id", item_id),)))
 
         return _item_balances(endpoint, _object(endpoint, body, "d"))
+
+    # --- the gate: refused credentials and outages ------------------------------
+
+    def holding_back(self) -> bool:
+        """True while reads fail at once: a refused credential or an outage
+        waits for its next try."""
+        hold = self._hold
+        return hold is not None and self._time.monotonic() < hold.retry_at
+
+    def credentials_blocked(self) -> bool:
+        """True while a refused credential waits for its next try."""
+        hold = self._hold
+        refused = hold is not None and isinstance(hold.error, CredentialError)
+        return refused and self.holding_back()
+
+    async def _call(self, call: _Call) -> dict[str, Any]:
+        """A public read: `_request` behind the gate.
+
+        Once Accurate refuses the credential, or several reads in a row gave
+        up on temporary failures, reads fail at once without a request until
+        the hold is over (`credential_retry_interval`; a pause that grows
+        while Accurate stays down); then one read tries again while the
+        others wait for its outcome.
+        """
+        probing = await self._pass_gate(call.endpoint)
+        try:
+            body = await self._request(call)
+        except CredentialError as error:
+            self._refused(error)
+            raise
+        except RetriableError as error:
+            self._gave_up(error, probing)
+            raise
+        except PermanentError as error:
+            if not isinstance(error, NotFound):
+                self._report_refused(error)
+            raise
+        finally:
+            if probing:
+                self._end_probe()
+
+        self._succeeded(probing)
+        return body
+
+    async def _pass_gate(self, endpoint: str) -> bool:
+        """Wait for a running probe; True if this read is the next probe."""
+        while self._hold is not None:
+            if self._probe is not None:
+                await self._probe.wait()
+            elif self._time.monotonic() < self._hold.retry_at:
+                raise _not_sent(endpoint, self._hold, self._time.monotonic())
+            else:
+                self._probe = anyio.Event()
+                return True
+        return False
+
+    def _end_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.set()
+            self._probe = None
+
+    def _close_gate(self, error: ServiceError, wait: float) -> bool:
+        """Hold reads back for `wait` s; False if a hold is running already
+        (reads in flight when the first failure came)."""
+        now = self._time.monotonic()
+        if self._hold is not None and now < self._hold.retry_at:
+            return False
+        self._hold = _Hold(error, now + wait)
+        return True
+
+    def _refused(self, error: CredentialError) -> None:
+        wait = self._settings.credential_retry_interval
+        if self._close_gate(error, wait):
+            log.error(
+                "accurate_credentials_rejected",
+                error=str(error),
+                action=error.action,
+                retry_in_s=wait,
+            )
+
+    def _gave_up(self, error: RetriableError, probing: bool) -> None:
+        """Count reads that ran out of retries; enough in a row pause all."""
+        self._give_ups += 1
+        if not probing and self._give_ups < OUTAGE_GIVE_UPS:
+            return
+        pause = self._outage_pause
+        if self._close_gate(error, pause):
+            self._outage_pause = min(OUTAGE_PAUSE_MAX_S, pause * 2)
+            log.warning("accurate_reads_paused", error=str(error), retry_in_s=pause)
+
+    def _succeeded(self, probing: bool) -> None:
+        self._give_ups = 0
+        self._outage_pause = OUTAGE_PAUSE_S
+        hold = self._hold
+        if probing and hold is not None:
+            self._hold = None
+            if isinstance(hold.error, CredentialError):
+                log.info("accurate_credentials_accepted")
+
+    def _report_refused(self, error: PermanentError) -> None:
+        """Log a refusal the first time it is seen; repeats are the caller's."""
+        key = (error.endpoint, error.detail)
+        if key in self._refusals_reported:
+            return
+        if len(self._refusals_reported) >= MAX_REFUSALS_REMEMBERED:
+            self._refusals_reported.clear()
+        self._refusals_reported.add(key)
+        log.error(
+            "accurate_request_refused",
+            endpoint=error.endpoint,
+            error=str(error),
+            action=ACTION_REFUSED,
+        )
 
     # --- the request ladder ----------------------------------------------------
 
@@ -760,6 +949,19 @@ def _initial_tokens(
         return None
     # Tokens saved after a refresh are newer than the ones in the config file.
     return saved or OAuthTokens(oauth.access_token, oauth.refresh_token)
+
+
+def _not_sent(endpoint: str, hold: _Hold, now: float) -> ServiceError:
+    """The error of a read the gate holds back, naming the failure behind it."""
+    error = hold.error
+    if isinstance(error, CredentialError):
+        why = error.detail.removesuffix(f"; {error.action}")
+        detail = f"not sent: {error.endpoint} was refused ({why})"
+        return CredentialError(SERVICE, endpoint, detail, error.action)
+
+    wait = max(0.0, hold.retry_at - now)
+    detail = f"not sent: Accurate is unavailable ({error.endpoint}: {error.detail})"
+    return ServiceUnavailable(SERVICE, endpoint, detail, wait)
 
 
 def _hard_credential_error(exc: ServiceError) -> bool:

@@ -72,7 +72,9 @@ ACCURATE_RETRIABLE_TEXT = re.compile(
 )
 
 # accurate §6 [A]: HTTP statuses retried besides network errors and timeouts.
-ACCURATE_RETRIABLE_STATUSES = frozenset({429, 502, 503, 504})
+# The reference names 502-504; a 500 is retried too (issue 4: every 5xx is
+# temporary), because the client only reads and a read is safe to repeat.
+ACCURATE_RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 # accurate §6 [D]: 8 calls per second; [A] the server counts arrivals in a
 # sliding window. The client keeps each start in its window this much longer

@@ -11,8 +11,10 @@ import json
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import anyio
 import structlog
@@ -21,12 +23,19 @@ from daemon.config import Settings, load_settings, world_readable_secret_file
 from daemon.errors import ConfigError, InstanceLocked, ServiceError
 from daemon.logs import configure_logging
 
+if TYPE_CHECKING:
+    from daemon.sync import Counts, Engine
+
 EX_OK = 0
 EX_USAGE = 64
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
+EX_PIPE = 141
+"""What a shell reports for a command that SIGPIPE ended (128 + 13)."""
+
+_ERASE_LINE_END = "\x1b[K"
 
 log = structlog.get_logger("daemon.cli")
 
@@ -41,11 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
-        parser.print_help()
+        # Not output anybody asked for: keep it off stdout, as any usage error.
+        parser.print_help(sys.stderr)
         return EX_USAGE
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except ConfigError as error:
         print(f"stocksync: {error}", file=sys.stderr)
         return EX_CONFIG
@@ -56,10 +70,32 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _reader_gone() -> int:
+    """The reader of stdout left early (`stocksync status | head`).
+
+    That is no error to report. Python would still try to flush stdout at
+    exit and print a second traceback, so point stdout at /dev/null first.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EX_PIPE
+
+
+def _version() -> str:
+    try:
+        return metadata.version("stocksync")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stocksync",
         description="Keep Forstok stock equal to Accurate Online stock.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"stocksync {_version()}"
     )
     commands = parser.add_subparsers(title="commands")
 
@@ -79,41 +115,102 @@ def _parser() -> argparse.ArgumentParser:
         "full-sync", _full_sync, "run one full sync in the foreground and exit"
     )
     _dry_run_option(full)
-    full.add_argument("--json", action="store_true", help="print the counts as JSON")
+    full.add_argument(
+        "--repush",
+        action="store_true",
+        help="send every mapped pair's current value, even one Forstok already "
+        "accepted: undoes changes made by hand in Forstok",
+    )
+    _json_option(full, "print the counts as JSON")
 
     status = command("status", _status, "show what the daemon is doing and has done")
-    status.add_argument("--json", action="store_true")
+    _json_option(status, "print the report as JSON, for scripts")
 
-    mapping = command(
-        "mapping", _mapping, "report mapped, unmapped and conflicting items"
-    )
-    mapping.add_argument("--json", action="store_true")
-    mapping_commands = mapping.add_subparsers(title="mapping commands")
-    for action, text in (
-        ("import", "replace the mapping overrides with a CSV file"),
-        ("import-forstok", "replace the known Forstok SKUs with a product export"),
-    ):
-        sub = mapping_commands.add_parser(action, help=text, description=text)
-        sub.add_argument("file", type=Path)
-        # SUPPRESS: an absent option must not reset what `mapping --config` set.
-        _config_option(sub, argparse.SUPPRESS)
-        sub.set_defaults(mapping_action=action)
+    _mapping_parser(command("mapping", _mapping, _MAPPING_HELP))
 
     history = command("history", _history, "show what was pushed for a SKU")
-    history.add_argument("sku", help="a Forstok SKU or Accurate item number")
-    history.add_argument("--json", action="store_true")
-    history.add_argument("--limit", type=int, default=50)
+    history.add_argument(
+        "sku", metavar="SKU", help="a Forstok SKU or Accurate item number"
+    )
+    _json_option(history, "print the pushes as JSON, for scripts")
+    history.add_argument(
+        "--limit",
+        type=int,
+        default=50,
+        metavar="N",
+        help="show at most the N newest pushes (default: 50)",
+    )
 
     retry = command(
         "retry", _retry, "push held and not-found rows again (all, or one SKU's)"
     )
-    retry.add_argument("sku", nargs="?")
+    retry.add_argument(
+        "sku",
+        nargs="?",
+        metavar="SKU",
+        help="a Forstok SKU or Accurate item number (default: every held, "
+        "retrying or not-found row)",
+    )
 
     command(
         "simulate", _simulate, "serve the Accurate and Forstok simulator on loopback"
     )
     command("demo", _demo, "run the daemon against the simulator for about a minute")
     return parser
+
+
+_MAPPING_HELP = "report mapped, unmapped and conflicting items"
+
+_OVERRIDES_HELP = """\
+CSV columns (a header line first; only accurate_item_no is required):
+  accurate_item_no  the Accurate item number
+  forstok_sku       the Forstok SKU to push to (empty: the item number)
+  pack_size         base units in one Forstok unit; stock is divided by it
+                    and rounded down (empty: 1)
+  exclude           yes to never push the item (yes/no, y/n, 1/0,
+                    true/false, x; empty: no)
+
+The file replaces every override; a file with any bad row is refused whole
+(exit status 65) and the overrides in place stay."""
+
+_EXPORT_HELP = """\
+Any CSV with a header line and a column named SKU (or SKU Seller, Seller SKU,
+Forstok SKU; case and spaces do not matter). Other columns are ignored. The
+file replaces the previous export."""
+
+
+def _mapping_parser(mapping: argparse.ArgumentParser) -> None:
+    _json_option(mapping, "print the report as JSON, for scripts")
+    actions = mapping.add_subparsers(title="mapping commands")
+    for action, text, file_help, epilog in (
+        (
+            "import",
+            "replace the mapping overrides with a CSV file",
+            "the overrides CSV file (columns below)",
+            _OVERRIDES_HELP,
+        ),
+        (
+            "import-forstok",
+            "replace the known Forstok SKUs with a product export",
+            "a Forstok product export as CSV",
+            _EXPORT_HELP,
+        ),
+    ):
+        sub = actions.add_parser(
+            action,
+            help=text,
+            description=text,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("file", type=Path, metavar="FILE", help=file_help)
+        # SUPPRESS: an absent option must not reset what `mapping --config` set.
+        _config_option(sub, argparse.SUPPRESS)
+        sub.set_defaults(mapping_action=action)
+
+
+def _json_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--json", action="store_true", help=text)
 
 
 def _config_option(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -168,56 +265,117 @@ def _run(args: argparse.Namespace) -> int:
 
 def _full_sync(args: argparse.Namespace) -> int:
     from daemon.lock import InstanceLock
-    from daemon.service import open_engine
+    from daemon.service import open_engine, record_start
 
-    settings = _settings(args)
     display = ProgressLine(sys.stderr)
+    # The display is a stream in all but name; it forwards what it is given.
+    settings = _settings(args, cast(TextIO, display))
+    if args.repush and (args.dry_run or settings.sync.dry_run):
+        # A dry run sends nothing, so a repush would only mark every value
+        # unconfirmed, and the next real run would send them all unasked.
+        print("stocksync: --repush cannot be combined with a dry run", file=sys.stderr)
+        return EX_USAGE
 
     async def body() -> int:
         # Refused (InstanceLocked, exit 75) while a daemon works on the state.
         with InstanceLock(settings.state_path):
             async with open_engine(settings, dry_run=args.dry_run or None) as engine:
+                await record_start(engine, args.dry_run or None)
                 try:
-                    await engine.prepare()
-                    counts = await engine.full_sync("command line", display.show)
+                    counts = await _one_full_sync(engine, args.repush, display)
                 except ServiceError as error:
                     display.end()
                     print(f"stocksync: full sync failed: {error}", file=sys.stderr)
                     return EX_UNAVAILABLE
                 display.end()
                 _print_counts(counts.as_dict(), engine.dry_run, args.json)
-                return EX_OK
+                return await _pushes_sent(engine)
 
     return _run_async(body)
 
 
+async def _one_full_sync(engine: Engine, repush: bool, display: ProgressLine) -> Counts:
+    from daemon.service import repush_full_sync, save_push_problem
+
+    try:
+        await engine.prepare()
+        if repush:
+            return await repush_full_sync(engine, "command line --repush", display.show)
+        return await engine.full_sync("command line", display.show)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await save_push_problem(engine)
+
+
+async def _pushes_sent(engine: Engine) -> int:
+    """EX_OK, or EX_UNAVAILABLE when everything was read but Forstok did not
+    take the pushes; they stay queued for the daemon."""
+    run = (await engine.state.last_runs()).get("full_sync")
+    if run is None or run["outcome"] != "pushes_not_sent":
+        return EX_OK
+    waiting = await engine.state.count("push_queue")
+    print(
+        f"stocksync: pushes not sent ({run['error']}); {waiting} wait in the "
+        "queue and go out when the daemon runs",
+        file=sys.stderr,
+    )
+    return EX_UNAVAILABLE
+
+
 class ProgressLine:
-    """One line on a terminal, redrawn in place; nothing when not a terminal
-    (the log's `full_sync_progress` events serve files and the journal)."""
+    """A progress line kept at the bottom of a terminal; nothing elsewhere
+    (the log's `full_sync_progress` events serve files and the journal).
+
+    Log lines are written through it: it erases the progress line before
+    each and draws it again after, so the two never share a line.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.active = stream.isatty()
-        self.width = 0
+        self.text = ""
+        self.drawn = False
 
     def show(self, text: str) -> None:
-        if not self.active:
-            return
-        self.stream.write("\r" + text.ljust(self.width))
-        self.stream.flush()
-        self.width = len(text)
+        if self.active:
+            self.text = text
+            self._draw()
 
     def end(self) -> None:
-        if self.active and self.width:
+        if self.drawn:
             self.stream.write("\n")
             self.stream.flush()
-            self.width = 0
+        self.text, self.drawn = "", False
+
+    def _draw(self) -> None:
+        self.stream.write(f"\r{self.text}{_ERASE_LINE_END}")
+        self.stream.flush()
+        self.drawn = True
+
+    # The stream side, for the logger.
+
+    def write(self, data: str) -> int:
+        if self.drawn:
+            self.stream.write(f"\r{_ERASE_LINE_END}")
+            self.drawn = False
+        return self.stream.write(data)
+
+    def flush(self) -> None:
+        if self.text and not self.drawn:
+            self._draw()  # a log line is complete: put the progress back
+        else:
+            self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.active
 
 
 def _print_counts(counts: dict[str, int], dry_run: bool, as_json: bool) -> None:
     if as_json:
         print(json.dumps({**counts, "dry_run": dry_run}))
         return
+    if not dry_run:
+        counts = {k: v for k, v in counts.items() if k != "would_push"}
     shown = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
     print(f"full sync done: {shown}")
     if dry_run:
@@ -258,7 +416,7 @@ def _history(args: argparse.Namespace) -> int:
     settings = _settings(args)
     report = anyio.run(history_report, settings, args.sku, args.limit)
     _print(report, args.json, history_text)
-    return EX_OK
+    return EX_DATAERR if report["match"] == "unknown" else EX_OK
 
 
 def _print(
@@ -346,30 +504,62 @@ def _read_lines(path: Path) -> list[str] | None:
 
 def _retry(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    released, items = anyio.run(retry_pushes, settings, args.sku)
+    if not settings.state_path.exists():
+        print("stocksync: nothing to retry: the daemon has never run")
+        return EX_OK
+    retried = anyio.run(retry_pushes, settings, args.sku)
+    if not retried.known:
+        print(
+            f"stocksync: no Forstok SKU or Accurate item matches {args.sku!r}; "
+            "`stocksync mapping` lists the mapped items",
+            file=sys.stderr,
+        )
+        return EX_DATAERR
+    if not retried.released:
+        which = "" if args.sku is None else f" for {args.sku!r}"
+        print(f"nothing to retry{which}: no held, retrying or not-found pushes")
+        return EX_OK
     print(
-        f"released {released} held or not-found push(es); {items} item(s) will be "
-        "read again and pushed at the daemon's next poll"
+        f"released {retried.released} held or not-found push(es); "
+        f"{retried.items} item(s) will be read again and pushed at the "
+        "daemon's next poll"
     )
     return EX_OK
 
 
-async def retry_pushes(settings: Settings, sku: str | None) -> tuple[int, int]:
+@dataclass(frozen=True)
+class Retried:
+    released: int
+    """Held, retrying and not-found rows released."""
+    items: int
+    """Items queued to be read again."""
+    known: bool
+    """False when a SKU was named that nothing matches."""
+
+
+async def retry_pushes(settings: Settings, sku: str | None) -> Retried:
     """Release failing and not-found rows (all, or one SKU's) and queue fresh
     reads of their items, so the daemon pushes current stock, not the old
-    held number. Returns (rows released, items queued)."""
+    held number."""
     from daemon.kinds import ALL_WAREHOUSES
-    from daemon.mapping import resolve_mapping, skus_matching
+    from daemon.mapping import normalize_sku, resolve_mapping, skus_matching
     from daemon.state import State
 
     state = await State.open(settings.state_path)
     try:
+        catalogue = await state.items()
         mapping = resolve_mapping(
-            await state.items(), await state.overrides(), await state.forstok_skus()
+            catalogue, await state.overrides(), await state.forstok_skus()
         )
         rows = [*await state.failing(), *await state.unknown_targets()]
-        wanted = None if sku is None else skus_matching(sku, mapping) | {sku}
+        matched = set() if sku is None else skus_matching(sku, mapping)
+        wanted = None if sku is None else matched | {sku}
         keys = [key for key in rows if wanted is None or key[0] in wanted]
+        known = (
+            sku is None
+            or bool(matched or keys)
+            or any(normalize_sku(i.no) == normalize_sku(sku) for i in catalogue)
+        )
         skus = {key[0] for key in keys}
         items = {t.item_id for t in mapping.targets.values() if t.sku in skus}
         pairs = dict.fromkeys(
@@ -378,7 +568,7 @@ async def retry_pushes(settings: Settings, sku: str | None) -> tuple[int, int]:
         released = await state.retry(keys, pairs)
     finally:
         await state.close()
-    return released, len(items)
+    return Retried(released, len(items), known)
 
 
 # -- simulator ------------------------------------------------------------------
@@ -387,7 +577,7 @@ async def retry_pushes(settings: Settings, sku: str | None) -> tuple[int, int]:
 def _simulate(args: argparse.Namespace) -> int:
     from daemon.simulator import main as simulator_main
 
-    return simulator_main(sys.argv[2:])
+    return simulator_main(["--help"])
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ values are wrapped in `Secret`, whose repr never shows the value.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -170,18 +171,42 @@ class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
         self.problems: list[str] = []
+        # Every mapping read, with its key path and the keys asked for, so
+        # that a misspelt key is reported instead of silently ignored.
+        self._read: list[tuple[str, Mapping[str, Any], set[str]]] = []
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(f"{key}: {message}")
 
+    def mapping(self, raw: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:
+        self._read.append((prefix, raw, set()))
+        return raw
+
     def section(self, raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        self.mark_read(raw, key)
         value = raw.get(key.rsplit(".", 1)[-1], {})
         if value is None:
-            return {}
+            return self.mapping({}, key)
         if not isinstance(value, Mapping):
             self.problem(key, f"expected a mapping, got {_describe(value)}")
-            return {}
-        return value
+            return self.mapping({}, key)
+        return self.mapping(value, key)
+
+    def mark_read(self, raw: Mapping[str, Any], key: str) -> None:
+        for _, mapping, asked in self._read:
+            if mapping is raw:
+                asked.add(key.rsplit(".", 1)[-1])
+
+    def report_unknown_keys(self) -> None:
+        for prefix, mapping, asked in self._read:
+            for name in mapping:
+                if name in asked:
+                    continue
+                key = f"{prefix}.{name}" if prefix else str(name)
+                close = difflib.get_close_matches(str(name), sorted(asked), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else ""
+                expected = f"expected one of {', '.join(sorted(asked))}"
+                self.problem(key, f"unknown key; {hint or expected}")
 
     def value(
         self,
@@ -193,6 +218,7 @@ class _Reader:
         required: bool = False,
     ) -> T:
         name = key.rsplit(".", 1)[-1]
+        self.mark_read(raw, key)
         if name not in raw or raw[name] is None:
             if required:
                 self.problem(key, "is required but missing")
@@ -256,7 +282,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
+        raise ConfigError([f"{path}: not valid YAML ({_yaml_problem(exc)})"]) from exc
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -268,27 +294,18 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
 
 def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     reader = _Reader(environ)
-    known = {
-        "accurate",
-        "forstok",
-        "warehouses",
-        "stock_rules",
-        "sync",
-        "state_path",
-        "log",
-    }
-    for key in raw:
-        if key not in known:
-            reader.problem(str(key), f"unknown key; expected one of {sorted(known)}")
+    reader.mapping(raw, "")
 
     accurate = _accurate(reader, reader.section(raw, "accurate"))
     forstok = _forstok(reader, reader.section(raw, "forstok"))
     defaults = _rules(reader, reader.section(raw, "stock_rules"), "stock_rules")
+    reader.mark_read(raw, "warehouses")
     warehouses = _warehouses(reader, raw.get("warehouses"), defaults)
     sync = _sync(reader, reader.section(raw, "sync"))
     state_path = reader.value(raw, "state_path", _path, Path(), required=True)
     log = _log(reader, reader.section(raw, "log"))
 
+    reader.report_unknown_keys()
     if reader.problems:
         raise ConfigError(reader.problems)
     return Settings(accurate, forstok, warehouses, sync, state_path, log)
@@ -410,6 +427,7 @@ def _warehouses(
         if not isinstance(entry, Mapping):
             r.problem(key, f"expected a mapping, got {_describe(entry)}")
             continue
+        r.mapping(entry, key)
         name = r.value(entry, f"{key}.accurate", _text, "", required=True)
         forstok_id = r.value(
             entry, f"{key}.forstok_id", _whole_number, 0, required=True
@@ -605,6 +623,16 @@ def _choice(*choices: str) -> Callable[[object], str]:
         return text
 
     return convert
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint and its position, without the quoted line:
+    PyYAML quotes the offending line, and that line may hold a secret."""
+    problem = str(getattr(exc, "problem", None) or "cannot parse")
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return problem
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 def world_readable_secret_file(path: Path) -> bool:

@@ -41,9 +41,17 @@ def _remember(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m daemon`: hold signals for `run`, then hand over to the CLI."""
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["run"]:
+    daemon = args[:1] == ["run"]
+    if daemon:
         hold_signals()
 
     from daemon.cli import main as cli_main
 
-    return cli_main(args)
+    try:
+        return cli_main(args)
+    finally:
+        if daemon:
+            # The exit status is decided. While the interpreter finalizes
+            # it resets the handlers to their defaults, and a late SIGTERM
+            # would turn a clean exit 0 into death by signal: block them.
+            signal.pthread_sigmask(signal.SIG_BLOCK, HELD)

@@ -39,8 +39,10 @@ class InstanceLocked(StocksyncError):
         self.lock_path = lock_path
         self.holder = holder
         super().__init__(
-            f"state lock {lock_path} is held by {holder}; stop that process "
-            "first, or point this one at another state_path"
+            f"state lock {lock_path} is held by {holder}. Only one process may "
+            "sync a state file. To run a full sync in the running daemon, send "
+            "it SIGHUP (systemctl reload stocksync); to run this command, stop "
+            "that process first"
         )
 
 

@@ -87,7 +87,7 @@ class _Verdict:
 class ForstokClient:
     """Pushes absolute quantities to Forstok, one request in flight.
 
-    Requests, the auth call included, are paced to
+    Requests, the auth call included, are paced evenly to
     `settings.requests_per_minute` by the limiter; create one client per
     process, or pass the same `limiter` to several.
     """
@@ -107,9 +107,13 @@ class ForstokClient:
         self._token_lock = anyio.Lock()
 
         self.stats = ClientStats()
+        # One start per 60/rpm seconds rather than rpm starts per minute: a
+        # burst of 50 at once keeps inside the minute's budget yet looks like
+        # the flood a per-second limit at Forstok would refuse (FW spaces
+        # its requests 1.5 s apart).
         self._limiter = limiter or RateLimiter(
-            settings.requests_per_minute,
-            A.FORSTOK_WINDOW_S,
+            1,
+            A.FORSTOK_WINDOW_S / settings.requests_per_minute,
             A.FORSTOK_MAX_IN_FLIGHT,
             self._time.monotonic,
             self._time.sleep,
@@ -123,9 +127,16 @@ class ForstokClient:
             timebase=self._time,
             rng=rng or random.Random(),
         )
+        # The pool holds no more connections than requests may be in flight,
+        # so a connection leaked by a cancelled request shows up at once as
+        # a pool timeout rather than after a hundred of them (C26).
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=make_timeout(settings.timeout),
+            limits=httpx.Limits(
+                max_connections=A.FORSTOK_MAX_IN_FLIGHT,
+                max_keepalive_connections=A.FORSTOK_MAX_IN_FLIGHT,
+            ),
             follow_redirects=False,
             headers={"User-Agent": "stocksync"},
         )

@@ -10,6 +10,7 @@ deadline must not be the reason it is cancelled.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
 from collections import deque
@@ -33,6 +34,8 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 RETRY_AFTER_JITTER_FRACTION = 0.1
 RETRY_AFTER_JITTER_MAX_S = 1.0
+SLOWDOWN_MAX = 8.0
+SLOWDOWN_RECOVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class RateLimiter:
     are inside at once, and nobody starts before a `pause_until` deadline.
     A fractional `rate` is rounded down, so the bound always holds; below 1
     it becomes one start per `period / rate`.
+
+    After the server says we are too fast, `slow_down` halves the rate (down
+    to an eighth): fewer starts per window while more than one is allowed,
+    then a longer window. Each quiet `SLOWDOWN_RECOVERY_S` doubles it again,
+    until the configured rate is back.
     """
 
     def __init__(
@@ -72,6 +80,9 @@ class RateLimiter:
         self._sleep = sleep
         self._starts: deque[float] = deque()
         self._paused_until = 0.0
+        self._divisor = 1.0
+        self._halved_at = -math.inf
+        self._quiet_since = 0.0
         self._slots = anyio.Semaphore(max_in_flight)
         # Admission is one at a time so that starts are recorded in order.
         self._admission = anyio.Lock()
@@ -79,6 +90,32 @@ class RateLimiter:
     def pause_until(self, deadline: float) -> None:
         """Let nobody start before `deadline` (a reading of `clock`)."""
         self._paused_until = max(self._paused_until, deadline)
+
+    def slow_down(self) -> bool:
+        """Halve the rate for a while; False if it was halved just now.
+
+        Refusals of requests started in one window share one cause, so they
+        halve the rate once between them.
+        """
+        now = self._clock()
+        self._relax(now)
+        _, window = self.bounds()
+        if now - self._halved_at < window or self._divisor >= SLOWDOWN_MAX:
+            return False
+        self._divisor *= 2
+        self._halved_at = self._quiet_since = now
+        return True
+
+    def bounds(self) -> tuple[int, float]:
+        """Starts allowed per window, and that window, after any slow-down."""
+        rate = self.capacity / self._divisor
+        allowed = max(1, int(rate))
+        return allowed, self.period * allowed / rate
+
+    def _relax(self, now: float) -> None:
+        while self._divisor > 1.0 and now - self._quiet_since >= SLOWDOWN_RECOVERY_S:
+            self._divisor /= 2
+            self._quiet_since += SLOWDOWN_RECOVERY_S
 
     async def __aenter__(self) -> None:
         await self._slots.acquire()
@@ -106,12 +143,16 @@ class RateLimiter:
             await self._sleep(wait)
 
     def _time_to_wait(self, now: float) -> float:
-        while self._starts and self._starts[0] <= now - self.period:
+        self._relax(now)
+        allowed, window = self.bounds()
+        while self._starts and self._starts[0] <= now - window:
             self._starts.popleft()
 
         wait = self._paused_until - now
-        if len(self._starts) >= self.capacity:
-            wait = max(wait, self._starts[0] + self.period - now)
+        if len(self._starts) >= allowed:
+            # After a slow-down more may be inside than now allowed: wait
+            # until all but `allowed - 1` of them have left the window.
+            wait = max(wait, self._starts[-allowed] + window - now)
 
         return wait
 
@@ -277,8 +318,9 @@ class Retrier:
     """Decides whether and how long a client waits before trying again.
 
     A rate-limit answer pauses the whole service through its limiter, so every
-    caller waits; any other temporary failure delays only the caller that hit
-    it. The server's Retry-After wins over our own backoff, up to a cap.
+    caller waits, and slows the limiter down; any other temporary failure
+    delays only the caller that hit it. The server's Retry-After wins over
+    our own backoff, up to a cap.
     """
 
     def __init__(
@@ -305,6 +347,7 @@ class Retrier:
         stats = self.stats.of(endpoint)
         if isinstance(error, RateLimited):
             stats.rate_limited += 1
+            self._slow_down(endpoint)
         if attempt > self.max_retries:
             raise error
 
@@ -323,6 +366,18 @@ class Retrier:
             self.limiter.pause_until(self.timebase.monotonic() + delay)
         else:
             await self.timebase.sleep(delay)
+
+    def _slow_down(self, endpoint: str) -> None:
+        if self.limiter.slow_down():
+            allowed, window = self.limiter.bounds()
+            log.warning(
+                "http_rate_lowered",
+                service=self.service,
+                endpoint=endpoint,
+                requests=allowed,
+                per_s=round(window, 3),
+                recovery_s=SLOWDOWN_RECOVERY_S,
+            )
 
     def delay(self, error: RetriableError, attempt: int) -> float:
         if error.retry_after is not None:

@@ -8,8 +8,11 @@ through the kernel (`daemon.lock.read_holder`), never the file's contents.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
@@ -18,7 +21,10 @@ from daemon.config import Settings
 from daemon.kinds import KINDS, ChangeFeed
 from daemon.lock import Holder, read_holder
 from daemon.mapping import (
+    Item,
     MappingResult,
+    Override,
+    normalize_sku,
     resolve_mapping,
     skus_matching,
     unused_overrides,
@@ -26,29 +32,124 @@ from daemon.mapping import (
 from daemon.state import State
 from daemon.timefmt import accurate_now, parse_last_update, utc_now
 
+_SPACING = re.compile(r"\s+")
+_MISSING = {"not found in Accurate", "suspended in Accurate"}
+
+# Keys of the state's meta table that the daemon writes for status.
+SETTINGS_KEY = "daemon_settings"
+"""The settings the running process uses, recorded at its start."""
+PUSH_PROBLEM_KEY = "push_problem"
+"""What stops pushes now (JSON), or `null`."""
+LAST_PUSH_KEY = "last_push"
+"""The daemon's last push round that did something (JSON)."""
+
+# -- settings -------------------------------------------------------------------
+
+
+def settings_summary(settings: Settings, dry_run: bool) -> dict[str, Any]:
+    """The settings that shape what the daemon does, by key path, as JSON
+    values and without any secret: recorded by the daemon at its start, and
+    compared by status with the configuration file as it is now."""
+    return {
+        "sync.dry_run": dry_run,
+        "sync.poll_interval": settings.sync.poll_interval,
+        "sync.lookback": settings.sync.lookback,
+        "sync.full_sync_cron": settings.sync.full_sync_cron,
+        "sync.history_days": settings.sync.history_days,
+        "accurate.timezone": settings.accurate.timezone,
+        "accurate.auth": settings.accurate.auth,
+        "accurate.requests_per_second": settings.accurate.requests_per_second,
+        "forstok.batch_size": settings.forstok.batch_size,
+        "forstok.requests_per_minute": settings.forstok.requests_per_minute,
+        "warehouses": [
+            {
+                "accurate": w.accurate,
+                "forstok_id": w.forstok_id,
+                "buffer": w.rules.buffer,
+                "percent": w.rules.percent,
+                "max": w.rules.max,
+            }
+            for w in settings.warehouses
+        ],
+        "state_path": str(settings.state_path),
+        "log.level": settings.log.level,
+    }
+
+
+def _settings_in_use(
+    settings: Settings, recorded: Mapping[str, Any] | None, holder: Holder | None
+) -> dict[str, Any]:
+    """The running daemon's settings when it recorded them, else the file's
+    (what the next start will use); and where the file now differs."""
+    in_file = settings_summary(settings, settings.sync.dry_run)
+    if (
+        holder is not None
+        and isinstance(recorded, dict)
+        and recorded.get("pid") == holder.pid
+        and isinstance(recorded.get("settings"), dict)
+    ):
+        used, source = {**in_file, **recorded["settings"]}, "running daemon"
+        dry_run_from = str(recorded.get("dry_run_from", "sync.dry_run"))
+    else:
+        # Nothing runs, or it did not record (an older version): the file
+        # is what the next start will use.
+        used, source, dry_run_from = in_file, "config file", "sync.dry_run"
+    differs = [
+        {"key": key, "daemon": used.get(key), "file": value}
+        for key, value in in_file.items()
+        if used.get(key) != value
+        # --dry-run on the command line overrides the file on purpose.
+        and not (key == "sync.dry_run" and dry_run_from == "--dry-run")
+    ]
+    return {
+        "dry_run": bool(used["sync.dry_run"]),
+        "dry_run_from": dry_run_from,
+        "settings": {"source": source, "values": used, "config_differs": differs},
+        "next_full_sync": _next_full_sync(
+            used["sync.full_sync_cron"], used["accurate.timezone"]
+        ),
+    }
+
+
 # -- status ---------------------------------------------------------------------
 
 
 async def status_report(settings: Settings) -> dict[str, Any]:
-    holder = read_holder(settings.state_path)
+    try:
+        holder = read_holder(settings.state_path)
+        running: bool | None = holder is not None
+    except PermissionError:
+        # Says nothing about the daemon: only that we may not ask.
+        holder, running = None, None
     report: dict[str, Any] = {
-        "running": holder is not None,
+        "running": running,
         "daemon": _holder(holder),
         "state_path": str(settings.state_path),
-        "dry_run": settings.sync.dry_run,
-        "next_full_sync": _next_full_sync(settings),
     }
     if not settings.state_path.exists():
         # Opening would create the file; a status must not change anything.
+        report.update(_settings_in_use(settings, None, None))
         report["state_exists"] = False
         return report
 
     state = await State.open(settings.state_path)
     try:
+        recorded = _json(await state.get_meta(SETTINGS_KEY))
+        report.update(_settings_in_use(settings, recorded, holder))
         report.update(await _status_from_state(state, settings))
     finally:
         await state.close()
     return report
+
+
+def _json(text: str | None) -> Any:
+    """A JSON value the daemon stored; None when absent or unreadable."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _holder(holder: Holder | None) -> dict[str, Any] | None:
@@ -70,6 +171,8 @@ async def _status_from_state(state: State, settings: Settings) -> dict[str, Any]
     return {
         "state_exists": True,
         "last_poll": _run(runs.get("poll")),
+        "last_push": _json(await state.get_meta(LAST_PUSH_KEY)),
+        "push_problem": _json(await state.get_meta(PUSH_PROBLEM_KEY)),
         "last_full_sync": _run(runs.get("full_sync")),
         "cursors": [_cursor(kind.name, kind.feed, cursors, settings) for kind in KINDS],
         "pairs_waiting": await state.count("pending_pair"),
@@ -143,10 +246,8 @@ def _cursor(
     return entry
 
 
-def _next_full_sync(settings: Settings) -> str | None:
-    trigger = CronTrigger.from_crontab(
-        settings.sync.full_sync_cron, timezone=settings.accurate.timezone
-    )
+def _next_full_sync(cron: str, timezone: str) -> str | None:
+    trigger = CronTrigger.from_crontab(cron, timezone=timezone)
     fire: datetime | None = trigger.get_next_fire_time(None, utc_now())
     return fire.isoformat() if fire else None
 
@@ -154,36 +255,53 @@ def _next_full_sync(settings: Settings) -> str | None:
 # -- mapping --------------------------------------------------------------------
 
 
-async def mapping_report(settings: Settings) -> dict[str, Any]:
+@dataclass
+class _MappingInputs:
+    """What the mapping is computed from, as the state holds it."""
+
+    items: list[Item] = field(default_factory=list)
+    overrides: dict[str, Override] = field(default_factory=dict)
+    skus: list[str] | None = None
+    export: str | None = None
+    unknown: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    warehouses: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def _mapping_inputs(settings: Settings) -> _MappingInputs:
+    if not settings.state_path.exists():
+        return _MappingInputs()  # nothing learned yet; opening would create it
     state = await State.open(settings.state_path)
     try:
-        items = await state.items()
-        overrides = await state.overrides()
-        skus = await state.forstok_skus()
-        export = await state.get_meta("forstok_export")
-        unknown = await state.unknown_targets()
-        known_warehouses = await state.warehouses()
+        return _MappingInputs(
+            await state.items(),
+            await state.overrides(),
+            await state.forstok_skus(),
+            await state.get_meta("forstok_export"),
+            await state.unknown_targets(),
+            await state.warehouses(),
+        )
     finally:
         await state.close()
 
-    result = resolve_mapping(items, overrides, skus)
-    warehouses = _warehouse_status(settings, known_warehouses)
-    pushed_to = _forstok_warehouses(warehouses)
+
+async def mapping_report(settings: Settings) -> dict[str, Any]:
+    got = await _mapping_inputs(settings)
+    result = resolve_mapping(got.items, got.overrides, got.skus)
+    warehouses = _warehouse_status(settings, got.warehouses)
+    configured = {c.accurate for c in settings.warehouses}
     report: dict[str, Any] = {
         "forstok_export": {
-            "imported": skus is not None,
-            "source": export,
-            "skus": len(skus or []),
+            "imported": got.skus is not None,
+            "source": got.export,
+            "skus": len(got.skus or []),
         },
         "warehouses": warehouses,
-        "unknown_warehouses": [w for w in warehouses if w["status"] != "ok"],
+        "unknown_warehouses": [w for w in warehouses if w["status"] in _MISSING],
         "accurate_warehouses_not_configured": sorted(
-            w["name"]
-            for w in known_warehouses
-            if w["name"] not in {c.accurate for c in settings.warehouses}
+            w["name"] for w in got.warehouses if w["name"] not in configured
         ),
-        "mapped": _mapped(result, pushed_to, unknown),
-        "unmapped": _unmapped(result, unknown),
+        "mapped": _mapped(result, _forstok_warehouses(warehouses), got.unknown),
+        "unmapped": _unmapped(result, got.unknown),
         "conflicts": [
             {"items": list(p.item_nos), "skus": list(p.skus), "detail": p.detail}
             for p in result.problems_of("conflict")
@@ -193,13 +311,13 @@ async def mapping_report(settings: Settings) -> dict[str, Any]:
         "services_ignored": result.ignored,
         "unused_overrides": [
             {"item": o.item_no, "forstok_sku": o.forstok_sku}
-            for o in unused_overrides(items, overrides)
+            for o in unused_overrides(got.items, got.overrides)
         ],
     }
-    report["summary"] = {
-        key: len(report[key])
-        for key in ("mapped", "unmapped", "conflicts", "excluded", "suspended")
-    } | {"unknown_warehouses": len(report["unknown_warehouses"])}
+    counted = ("mapped", "unmapped", "conflicts", "excluded", "suspended")
+    report["summary"] = {key: len(report[key]) for key in counted} | {
+        "unknown_warehouses": len(report["unknown_warehouses"])
+    }
     return report
 
 
@@ -232,7 +350,7 @@ def _warehouse_status(
 
 def _forstok_warehouses(warehouses: Iterable[Mapping[str, Any]]) -> list[int]:
     """Forstok warehouses whose every source exists: the ones pushed to."""
-    blocked = {w["forstok_id"] for w in warehouses if w["status"] != "ok"}
+    blocked = {w["forstok_id"] for w in warehouses if w["status"] in _MISSING}
     return sorted({w["forstok_id"] for w in warehouses} - blocked)
 
 
@@ -262,6 +380,7 @@ def _unmapped(
             "sku": p.skus[0] if p.skus else None,
             "forstok_warehouse": None,
             "why": p.detail,
+            "at": None,
         }
         for p in result.problems_of("unmapped")
     ]
@@ -271,7 +390,8 @@ def _unmapped(
             "item": items.get(sku),
             "sku": sku,
             "forstok_warehouse": wh,
-            "why": f"Forstok answered {mark['reason']!r} at {mark['at']}",
+            "why": f"Forstok answered {mark['reason']!r}",
+            "at": mark["at"],
         }
         for (sku, wh), mark in sorted(unknown.items())
     ]
@@ -290,20 +410,54 @@ def _items_of(result: MappingResult, kind: str) -> list[dict[str, Any]]:
 async def history_report(settings: Settings, query: str, limit: int) -> dict[str, Any]:
     """Pushes for a SKU, newest first; the query may be any spelling of the
     SKU or of the Accurate item number, as the mapping matches them."""
+    if not settings.state_path.exists():
+        return _history_of(query, [], [], settings) | {"match": "no state"}
     state = await State.open(settings.state_path)
     try:
+        items = await state.items()
         result = resolve_mapping(
-            await state.items(), await state.overrides(), await state.forstok_skus()
+            items, await state.overrides(), await state.forstok_skus()
         )
-        skus = sorted(skus_matching(query, result) | {query})
-        rows = [row for sku in skus for row in await state.history(sku, limit)]
+        mapped = skus_matching(query, result)
+        # The query itself too: a SKU no longer mapped keeps its history.
+        rows = [
+            row for sku in mapped | {query} for row in await state.history(sku, limit)
+        ]
     finally:
         await state.close()
 
-    rows.sort(key=lambda row: (row["at"], row["id"]), reverse=True)
+    report = _history_of(query, mapped, rows, settings, limit)
+    report["match"] = _match(query, mapped, rows, items)
+    return report
+
+
+def _match(
+    query: str, mapped: set[str], rows: Sequence[Any], items: Iterable[Item]
+) -> str:
+    """How the query was recognised: `mapped` (a SKU stocksync pushes),
+    `history` (a SKU pushed before), `item` (an Accurate item without a
+    Forstok SKU) or `unknown`."""
+    if mapped:
+        return "mapped"
+    if rows:
+        return "history"
+    wanted = normalize_sku(query)
+    if any(normalize_sku(item.no) == wanted for item in items):
+        return "item"
+    return "unknown"
+
+
+def _history_of(
+    query: str,
+    mapped: Iterable[str],
+    rows: Iterable[Mapping[str, Any]],
+    settings: Settings,
+    limit: int = 0,
+) -> dict[str, Any]:
+    newest = sorted(rows, key=lambda row: (row["at"], row["id"]), reverse=True)
     return {
         "query": query,
-        "skus": skus,
+        "skus": sorted(set(mapped) | {row["sku"] for row in newest}),
         "retention_days": settings.sync.history_days,
         "pushes": [
             {
@@ -315,7 +469,7 @@ async def history_report(settings: Settings, query: str, limit: int) -> dict[str
                 "reason": row["reason"],
                 "outcome": row["outcome"],
             }
-            for row in rows[:limit]
+            for row in newest[:limit]
         ],
     }
 
@@ -344,7 +498,28 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, list | tuple):
         return ", ".join(_cell(v) for v in value) or "-"
-    return str(value)
+    text = str(value)
+    # SKUs that differ only in spacing must look different on screen (C12).
+    if isinstance(value, str) and _SPACING.sub(" ", text).strip() != text:
+        return repr(text)
+    return text
+
+
+def when(value: str | None) -> str:
+    """A stored UTC instant as a person reads it: `2026-02-01 03:04:05 UTC`."""
+    if not value:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.utcoffset() == timedelta(0):
+        return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.isoformat(sep=" ", timespec="seconds")
+
+
+def _with_times(rows: Sequence[Mapping[str, Any]], *keys: str) -> list[dict[str, Any]]:
+    return [{**row, **{k: when(row.get(k)) for k in keys}} for row in rows]
 
 
 def _section(
@@ -374,11 +549,22 @@ def status_text(report: Mapping[str, Any]) -> str:
     lines.append(f"state           {report['state_path']}")
     if not report.get("state_exists"):
         lines.append("                (no state yet: the daemon has never run)")
-    lines.append(f"dry run         {_cell(report['dry_run'])} (sync.dry_run)")
+    lines.append(
+        f"dry run         {_cell(report['dry_run'])} ({report['dry_run_from']})"
+    )
+    lines += _config_differs_lines(report["settings"])
     if report.get("state_exists"):
         lines.append(f"last poll       {_run_line(report['last_poll'])}")
+        if report["last_push"]:
+            lines.append(f"last push       {_push_line(report['last_push'])}")
         lines.append(f"last full sync  {_run_line(report['last_full_sync'])}")
-    lines.append(f"next full sync  {report['next_full_sync'] or '-'}")
+        if report["push_problem"]:
+            said = (report["last_full_sync"] or {}).get("error") or ""
+            problem = _problem_line(report["push_problem"], said)
+            if report["running"] is False:
+                problem += " (when it last ran)"
+            lines.append(f"pushes          {problem}")
+    lines.append(f"next full sync  {when(report['next_full_sync'])}")
     if not report.get("state_exists"):
         return "\n".join(lines)
 
@@ -398,27 +584,85 @@ def status_text(report: Mapping[str, Any]) -> str:
     lines += ["", *table(cursors, ["kind", "cursor", "age"])]
     lines += _section(
         "failing pushes",
-        report["pushes_failing"],
+        _with_times(report["pushes_failing"], "retry_at"),
         ["sku", "warehouse", "quantity", "attempts", "held", "retry_at", "reason"],
     )
     lines += _section(
         "not found in Forstok (pushes stopped; fix, then `stocksync retry SKU`)",
-        report["not_found_in_forstok"],
+        _with_times(report["not_found_in_forstok"], "at"),
         ["sku", "warehouse", "at", "reason"],
     )
     return "\n".join(lines)
 
 
+def _config_differs_lines(settings: Mapping[str, Any]) -> list[str]:
+    """Where the configuration file no longer says what the daemon uses."""
+    if not settings["config_differs"]:
+        return []
+    lines = ["config file     changed since the daemon started; restart it to apply:"]
+    lines += [
+        f"                  {d['key']}: daemon {_setting(d['daemon'])}, "
+        f"file {_setting(d['file'])}"
+        for d in settings["config_differs"]
+    ]
+    return lines
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, list):
+        return json.dumps(value, ensure_ascii=False)
+    return _cell(value)
+
+
+_PROBLEMS = {
+    "forstok_credentials_rejected": "Forstok refused the credentials",
+    "forstok_unavailable": "Forstok unavailable",
+    "push_failed": "Forstok refused the push requests",
+}
+
+
+def _problem_line(problem: Mapping[str, Any], said: str) -> str:
+    """Why pushes stop; the error itself only if the line above lacks it."""
+    what = _PROBLEMS.get(problem["event"], problem["event"])
+    text = f"not sent: {what} since {when(problem['since'])}"
+    if problem.get("until"):
+        text += f", paused until {when(problem['until'])}"
+    if problem["error"] in said:
+        return text
+    return f"{text} ({problem['error']})"
+
+
+def _push_line(push: Mapping[str, Any]) -> str:
+    counts = push.get("counts") or {}
+    shown = ", ".join(f"{n} {key.replace('_', ' ')}" for key, n in counts.items() if n)
+    return f"{when(push['finished_at'])}, took {push['elapsed_s']} s: {shown}"
+
+
 def _daemon_line(report: Mapping[str, Any]) -> str:
     daemon = report.get("daemon")
+    if report["running"] is None:
+        return "unknown: the lock file may not be opened (run as the service user)"
     if not report["running"] or daemon is None:
         return "not running"
     text = f"running, pid {daemon['pid'] or '?'}"
     if daemon["host"]:
         text += f" on {daemon['host']}"
     if daemon["started"]:
-        text += f", since {daemon['started']}"
+        text += f", since {when(daemon['started'])}"
+    if daemon["command"]:
+        text += f" ({daemon['command']})"
     return text
+
+
+_RUN_COUNTS = (
+    "documents",
+    "pairs_read",
+    "pushed",
+    "would_push",
+    "held",
+    "unmapped",
+    "errors",
+)
 
 
 def _run_line(run: Mapping[str, Any] | None) -> str:
@@ -427,10 +671,11 @@ def _run_line(run: Mapping[str, Any] | None) -> str:
     counts = run["counts"] or {}
     shown = ", ".join(
         f"{counts[key]} {key.replace('_', ' ')}"
-        for key in ("documents", "pairs_read", "pushed", "held", "unmapped", "errors")
+        for key in _RUN_COUNTS
         if counts.get(key)
     )
-    text = f"{run['finished_at']}, took {run['duration_s']} s, {run['outcome']}"
+    outcome = str(run["outcome"]).replace("_", " ")
+    text = f"{when(run['finished_at'])}, took {run['duration_s']} s, {outcome}"
     if shown:
         text += f": {shown}"
     if run["error"]:
@@ -477,11 +722,20 @@ def mapping_text(report: Mapping[str, Any]) -> str:
 
 
 def history_text(report: Mapping[str, Any]) -> str:
-    head = (
-        f"pushes for {', '.join(report['skus'])}, newest first "
-        f"(kept {report['retention_days']} days)"
-    )
+    query = report["query"]
+    if report.get("match") == "unknown":
+        return (
+            f"no Forstok SKU or Accurate item matches {query!r}; "
+            "`stocksync mapping` lists the mapped items"
+        )
+    if report.get("match") == "item":
+        return (
+            f"Accurate item {query!r} has no Forstok SKU, so nothing is pushed "
+            "for it; `stocksync mapping` says why"
+        )
+    skus = ", ".join(report["skus"]) or query
+    head = f"pushes for {skus}, newest first (kept {report['retention_days']} days)"
     if not report["pushes"]:
         return f"{head}\nnone recorded"
     columns = ["at", "sku", "warehouse", "old", "new", "outcome", "reason"]
-    return "\n".join([head, *table(report["pushes"], columns)])
+    return "\n".join([head, *table(_with_times(report["pushes"], "at"), columns)])

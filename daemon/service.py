@@ -21,8 +21,11 @@ pair leaves the push queue only once Forstok has accepted it.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -42,15 +45,27 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon import early
-from daemon.accurate import AccurateClient
+from daemon.accurate import (
+    AccurateClient,
+    OAuthTokens,
+    restored_oauth_tokens,
+    saved_oauth_tokens,
+)
 from daemon.config import Settings
 from daemon.errors import CredentialError, ServiceError
 from daemon.forstok import ForstokClient
 from daemon.lock import InstanceLock
-from daemon.logs import fresh_context
+from daemon.logs import fresh_context, new_run_id
 from daemon.notify import Notifier, watchdog_loop
+from daemon.report import (
+    LAST_PUSH_KEY,
+    PUSH_PROBLEM_KEY,
+    SETTINGS_KEY,
+    settings_summary,
+)
 from daemon.state import State
-from daemon.sync import Engine
+from daemon.sync import PUSH_COUNTS, Counts, Engine
+from daemon.timefmt import iso_utc, utc_now
 
 log = structlog.get_logger("daemon.service")
 
@@ -64,6 +79,7 @@ LATE_AFTER_S = 1.0
 MISSED_COUNT_CAP = 10_000
 EX_SOFTWARE = 70
 DATA_HOST_KEY = "accurate_data_host"
+OAUTH_TOKENS_KEY = "accurate_oauth_tokens"
 
 Clock = Callable[[], datetime]
 
@@ -151,8 +167,9 @@ class StatusLine:
         self._notifier = notifier
         self._problem: str | None = None
         self._full_sync: str | None = None
-        self._poll = "starting"
-        self._sent: str | None = None
+        self._poll = "starting: reading warehouses and mapping from Accurate"
+        # READY=1 carries the first text.
+        self._sent: str | None = self.text
 
     @property
     def text(self) -> str:
@@ -205,6 +222,7 @@ class Schedule:
         self._now = now
         self._scheduler = AsyncIOScheduler(timezone=zone)
         self._previous: dict[str, datetime] = {}
+        self._stopped = False
         options: dict[str, Any] = {
             "coalesce": True,
             "max_instances": 1,
@@ -232,14 +250,21 @@ class Schedule:
             self._previous[job.id] = started
         self._scheduler.start()
 
+    def wakeup(self) -> None:
+        """Run whatever is due now; apscheduler's timer does this at each
+        fire time, and a test calls it after moving its fake clock."""
+        self._scheduler.wakeup()
+
     def shutdown(self) -> None:
-        if self._scheduler.running:
+        # apscheduler defers the shutdown to the loop: call it only once.
+        if self._scheduler.running and not self._stopped:
+            self._stopped = True
             self._scheduler.shutdown(wait=False)
 
     def next_run_in(self, job_id: str) -> float | None:
         """Seconds until the job's next run, if it has one."""
         job = self._scheduler.get_job(job_id)
-        moment = getattr(job, "next_run_time", None)
+        moment: datetime | None = getattr(job, "next_run_time", None)
         if moment is None:
             return None
         return max(0.0, (moment - self._now()).total_seconds())
@@ -270,15 +295,19 @@ class Schedule:
             moment = job.trigger.get_next_fire_time(moment, moment)
             if moment is None or moment >= until:
                 break
-            if moment > after:
-                count += 1
+            count += 1
         return count
 
     def _missed(self, event: JobEvent) -> None:
+        # With the options above apscheduler should never report these; if
+        # it does, the run was dropped, and that must not go unnoticed.
+        times = getattr(event, "scheduled_run_times", None) or [
+            getattr(event, "scheduled_run_time", None)
+        ]
         log.warning(
             "job_missed",
             job=event.job_id,
-            scheduled=str(getattr(event, "scheduled_run_time", "")),
+            scheduled=str(times[-1]),
             why="max instances" if event.code == EVENT_JOB_MAX_INSTANCES else "late",
         )
 
@@ -291,13 +320,30 @@ async def open_engine(
     state = await State.open(settings.state_path)
     try:
         data_host = await state.get_meta(DATA_HOST_KEY)
+        known_host = data_host
+
+        saved_tokens = await state.get_meta(OAUTH_TOKENS_KEY)
 
         async def save_host(host: str) -> None:
+            # The first host learned on a new state is news to nobody (the
+            # client logs `accurate_data_host`); only a change is a move.
+            nonlocal known_host
             await state.set_meta(DATA_HOST_KEY, host)
-            log.info("accurate_host_moved", host=host)
+            if known_host is not None and host != known_host:
+                log.info("accurate_host_moved", host=host, previous=known_host)
+            known_host = host
+
+        async def save_tokens(tokens: OAuthTokens) -> None:
+            # Rotated tokens replace the config's: the old refresh token is dead.
+            text = saved_oauth_tokens(tokens, settings.accurate)
+            await state.set_meta(OAUTH_TOKENS_KEY, text)
 
         accurate = AccurateClient(
-            settings.accurate, data_host=data_host, on_data_host=save_host
+            settings.accurate,
+            data_host=data_host,
+            on_data_host=save_host,
+            oauth_state=restored_oauth_tokens(saved_tokens, settings.accurate),
+            on_oauth_tokens=save_tokens,
         )
         forstok = ForstokClient(settings.forstok)
         try:
@@ -310,6 +356,94 @@ async def open_engine(
         await state.close()
 
 
+async def record_start(engine: Engine, dry_run: bool | None) -> None:
+    """Record the settings this process runs with, for `stocksync status`
+    (the file may change after the start); forget the last run's push
+    problem, which nobody has seen since."""
+    record = {
+        "pid": os.getpid(),
+        "started_at": iso_utc(utc_now()),
+        "config": str(engine.settings.source or ""),
+        "dry_run_from": "--dry-run" if dry_run is not None else "sync.dry_run",
+        "settings": settings_summary(engine.settings, engine.dry_run),
+    }
+    await engine.state.set_meta(SETTINGS_KEY, json.dumps(record))
+    await engine.state.set_meta(PUSH_PROBLEM_KEY, "null")
+
+
+async def push_round(engine: Engine) -> Counts:
+    """One round of the push step, ended by one `push_finished` line if it
+    did anything. The daemon pushes apart from its polls, so their summary
+    lines cannot count the pushes."""
+    run_id = new_run_id()
+    counts = Counts()
+    started = time.monotonic()
+    with structlog.contextvars.bound_contextvars(run_id=run_id):
+        try:
+            await engine.push(counts)
+        except ServiceError as error:
+            counts.errors += 1
+            log.error("push_failed", error=str(error))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _push_finished(engine, run_id, counts, started)
+    return counts
+
+
+async def _push_finished(
+    engine: Engine, run_id: str, counts: Counts, started: float
+) -> None:
+    await save_push_problem(engine)
+    done = {key: getattr(counts, key) for key in PUSH_COUNTS}
+    if not any(done.values()) and not counts.errors:
+        return  # nothing was queued: not worth a line every poll interval
+    elapsed = round(time.monotonic() - started, 3)
+    log.info("push_finished", elapsed_s=elapsed, errors=counts.errors, **done)
+    record = {
+        "run_id": run_id,
+        "finished_at": iso_utc(utc_now()),
+        "elapsed_s": elapsed,
+        "dry_run": engine.dry_run,
+        "counts": done,
+    }
+    await engine.state.set_meta(LAST_PUSH_KEY, json.dumps(record))
+
+
+async def save_push_problem(engine: Engine) -> None:
+    """Keep what stops pushes (or that nothing does) where status reads it."""
+    problem = engine.push_problem
+    text = json.dumps(None if problem is None else vars(problem))
+    if await engine.state.get_meta(PUSH_PROBLEM_KEY) != text:
+        await engine.state.set_meta(PUSH_PROBLEM_KEY, text)
+
+
+async def repush_full_sync(
+    engine: Engine, reason: str, progress: Callable[[str], None] | None = None
+) -> Counts:
+    """A full sync that sends every mapped pair's value, even one equal to
+    what Forstok last accepted: Forstok has no API to read its stock back,
+    so this is the only way to undo a change made by hand there.
+
+    Every accepted value is first marked unconfirmed (as if its request had
+    gone unanswered); the full sync then sends each pair it reads. Pairs it
+    does not queue (no stock in Accurate, before or now) follow in one more
+    push round. All of it goes through the ordinary, paced push.
+    """
+    marked = await engine.state.unsettle_pushed()
+    log.info("repush_requested", pairs=marked)
+    counts = await engine.full_sync(reason, progress)
+    targets = [
+        (item_id, forstok_id)
+        for item_id in engine.mapping.targets
+        for forstok_id in engine.warehouses.feeds
+    ]
+    await engine.state.queue_targets(targets, "full sync --repush")
+    rest = await push_round(engine)
+    for key in PUSH_COUNTS:
+        setattr(counts, key, getattr(counts, key) + getattr(rest, key))
+    return counts
+
+
 async def run_daemon(settings: Settings, *, dry_run: bool | None = None) -> int:
     """Run until SIGTERM or SIGINT; returns the process exit status.
 
@@ -320,7 +454,12 @@ async def run_daemon(settings: Settings, *, dry_run: bool | None = None) -> int:
     previous = {signum: signal.getsignal(signum) for signum in early.HELD}
     try:
         with anyio.open_signal_receiver(*early.HELD) as received:
-            return await _serve(settings, received, dry_run)
+            try:
+                return await _serve(settings, received, dry_run)
+            finally:
+                # Closing the receiver resets the signals to their defaults
+                # for a moment; blocked, they wait for the handlers below.
+                signal.pthread_sigmask(signal.SIG_BLOCK, early.HELD)
     finally:
         # Give the signals back to whoever had them: under `python -m daemon`
         # that is daemon.early, so one arriving during the last moments of
@@ -328,6 +467,7 @@ async def run_daemon(settings: Settings, *, dry_run: bool | None = None) -> int:
         for signum, handler in previous.items():
             if handler is not None:
                 signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, early.HELD)
 
 
 async def _serve(
@@ -342,6 +482,7 @@ async def _serve(
     with InstanceLock(settings.state_path):
         try:
             async with open_engine(settings, dry_run=dry_run) as engine:
+                await record_start(engine, dry_run)
                 await _run(engine, workers, received, notifier)
         except Exception:
             log.exception("daemon_crashed")
@@ -355,9 +496,7 @@ async def _run(
 ) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(workers.receive_signals, received, name="signals")
-        status = workers.status
-        status.poll("starting: reading warehouses and mapping from Accurate")
-        notifier.ready(status.text)
+        notifier.ready(workers.status.text)
         log.info(
             "daemon_started",
             state=str(engine.settings.state_path),
@@ -379,13 +518,15 @@ async def _run(
 class Workers:
     """The daemon's named tasks and the requests that drive them."""
 
-    def __init__(self, settings: Settings, status: StatusLine) -> None:
+    def __init__(
+        self, settings: Settings, status: StatusLine, now: Clock = _utc_now
+    ) -> None:
         self.status = status
         self.full_syncs = FullSyncRequests()
         self.polls = PollRequests()
         self.pushes = PollRequests()
         self.shutdown = Shutdown()
-        self.schedule = Schedule(settings, self.polls, self.full_syncs)
+        self.schedule = Schedule(settings, self.polls, self.full_syncs, now)
 
     # -- signals ---------------------------------------------------------------
 
@@ -433,6 +574,8 @@ class Workers:
         if last is None or last["outcome"] != "ok":
             self.full_syncs.request("no completed full sync yet")
         self.polls.request()
+        # A change is pushed as soon as its stock is read, not after the poll.
+        engine.on_targets_queued = self.pushes.request
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.poll_loop, engine, name="poll_loop")
@@ -447,14 +590,9 @@ class Workers:
                 await engine.prepare()
                 self.status.problem(None)
                 return
-            except CredentialError as error:
+            except CredentialError:
+                # The client has logged the refusal and the action it needs.
                 wait = engine.settings.accurate.credential_retry_interval
-                log.error(
-                    "accurate_credentials_rejected",
-                    error=str(error),
-                    action=error.action,
-                    retry_in_s=wait,
-                )
                 self.status.problem("waiting: Accurate refused the credentials")
                 await anyio.sleep(wait)
             except ServiceError as error:
@@ -470,6 +608,10 @@ class Workers:
             await self.polls.next()
             if not self.shutdown.accepting:
                 return
+            if engine.accurate.holding_back():
+                # Refused credentials or an outage: every read would fail at
+                # once; the first poll after the client's hold tries again.
+                continue
             with self.shutdown.unit("poll"):
                 fresh_context()
                 self.status.poll("polling")
@@ -478,7 +620,8 @@ class Workers:
                 except ServiceError as error:
                     log.error("poll_failed", error=str(error))
                 self.pushes.request()
-            self.status.poll(self._next_poll_text())
+            if self.shutdown.accepting:
+                self.status.poll(self._next_poll_text())
 
     async def push_loop(self, engine: Engine) -> None:
         while True:
@@ -487,10 +630,7 @@ class Workers:
                 return
             with self.shutdown.unit("push"):
                 fresh_context()
-                try:
-                    await engine.push()
-                except ServiceError as error:
-                    log.error("push_failed", error=str(error))
+                await push_round(engine)
 
     async def full_sync_loop(self, engine: Engine) -> None:
         """One full sync at a time; requests during one make one more after it."""
@@ -510,6 +650,8 @@ class Workers:
                     failed = True  # the engine logged full_sync_failed
                 finally:
                     self.status.full_sync(None)
+                    with anyio.CancelScope(shield=True):
+                        await save_push_problem(engine)
             if failed:
                 # A failed full sync is the safety net missing: try again
                 # soon rather than at the next scheduled run.

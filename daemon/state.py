@@ -10,7 +10,9 @@ one write transaction:
 A cursor therefore never passes work that is not recorded (C20), and a pair
 leaves a queue only once the next stage holds it. Queue rows carry a
 sequence number: a row re-queued while its earlier copy was being worked on
-keeps its place, because removal only takes rows up to the sequence read.
+keeps its place, because removal only takes rows up to the sequence read. A
+re-queue always raises the row's number, even when another process (an
+operator's command) numbers from its own counter.
 
 Every write transaction starts with BEGIN IMMEDIATE, so it takes the write
 lock up front instead of failing on a lock upgrade (C24), and runs shielded
@@ -90,6 +92,7 @@ CREATE TABLE IF NOT EXISTS pending_pair (
     reason TEXT NOT NULL,
     PRIMARY KEY (item_id, warehouse_id)
 );
+CREATE INDEX IF NOT EXISTS pending_pair_seq ON pending_pair (seq);
 CREATE TABLE IF NOT EXISTS reading (
     item_id INTEGER NOT NULL,
     warehouse_id INTEGER NOT NULL,
@@ -104,12 +107,21 @@ CREATE TABLE IF NOT EXISTS push_queue (
     reason TEXT NOT NULL,
     PRIMARY KEY (item_id, forstok_warehouse)
 );
+CREATE INDEX IF NOT EXISTS push_queue_seq ON push_queue (seq);
 CREATE TABLE IF NOT EXISTS pushed (
     sku TEXT NOT NULL,
     forstok_warehouse INTEGER NOT NULL,
     quantity INTEGER NOT NULL,
     read_at TEXT NOT NULL,
     pushed_at TEXT NOT NULL,
+    PRIMARY KEY (sku, forstok_warehouse)
+);
+CREATE TABLE IF NOT EXISTS sending (
+    sku TEXT NOT NULL,
+    forstok_warehouse INTEGER NOT NULL,
+    quantity INTEGER NOT NULL,
+    read_at TEXT NOT NULL,
+    at TEXT NOT NULL,
     PRIMARY KEY (sku, forstok_warehouse)
 );
 CREATE TABLE IF NOT EXISTS failing (
@@ -191,10 +203,18 @@ class QueuedTarget:
 
 @dataclass(frozen=True)
 class Pushed:
+    """What Forstok last accepted for a pair, as far as we know.
+
+    `settled` is False while a request that may have changed it has no known
+    outcome (the daemon died, or the answer was lost): Forstok then holds
+    either `quantity` or the value sent, and `read_at` is the newer of the two.
+    """
+
     sku: str
     forstok_warehouse: int
     quantity: int
     read_at: str
+    settled: bool = True
 
 
 @dataclass(frozen=True)
@@ -398,7 +418,8 @@ class State:
         reasons = pairs if isinstance(pairs, Mapping) else dict.fromkeys(pairs, reason)
         await db.executemany(
             "INSERT INTO pending_pair VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (item_id, warehouse_id) DO UPDATE SET seq = excluded.seq, "
+            "ON CONFLICT (item_id, warehouse_id) DO UPDATE SET "
+            "seq = max(excluded.seq, pending_pair.seq + 1), "
             "reason = excluded.reason",
             [
                 (item, wh, self._next_seq(), reasons[(item, wh)])
@@ -614,7 +635,8 @@ class State:
             await db.executemany(
                 "INSERT INTO push_queue VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (item_id, forstok_warehouse) DO UPDATE SET "
-                "seq = excluded.seq, reason = excluded.reason",
+                "seq = max(excluded.seq, push_queue.seq + 1), "
+                "reason = excluded.reason",
                 [
                     (item, fwh, self._next_seq(), why.get((item, fwh), reason))
                     for item, fwh in targets
@@ -641,7 +663,8 @@ class State:
             await db.executemany(
                 "INSERT INTO push_queue VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (item_id, forstok_warehouse) DO UPDATE SET "
-                "seq = excluded.seq, reason = excluded.reason",
+                "seq = max(excluded.seq, push_queue.seq + 1), "
+                "reason = excluded.reason",
                 [(item, fwh, self._next_seq(), reason) for item, fwh in targets],
             )
 
@@ -657,15 +680,43 @@ class State:
         for chunk in _chunks(sorted(set(keys)), 400):
             clause = " OR ".join("(sku = ? AND forstok_warehouse = ?)" for _ in chunk)
             args = [v for key in chunk for v in key]
-            rows = await self._rows(f"SELECT * FROM pushed WHERE {clause}", args)  # noqa: S608  placeholders only
-            for row in rows:
-                found[(row["sku"], row["forstok_warehouse"])] = Pushed(
-                    row["sku"],
-                    row["forstok_warehouse"],
-                    row["quantity"],
-                    row["read_at"],
-                )
+            for table in ("pushed", "sending"):
+                rows = await self._rows(f"SELECT * FROM {table} WHERE {clause}", args)  # noqa: S608  fixed table names, placeholders
+                for row in rows:
+                    key = (row["sku"], row["forstok_warehouse"])
+                    found[key] = _pushed(found.get(key), row, table == "pushed")
         return found
+
+    async def mark_sending(self, rows: Sequence[tuple[str, int, int, str]]) -> None:
+        """Note (SKU, warehouse, quantity, read_at) rows about to be sent.
+
+        Until their outcome is recorded, what Forstok holds for them is not
+        known: a crash or a lost answer after Forstok applied them must not
+        let a later push be skipped as "already there" (C20).
+        """
+        now = iso_utc(utc_now())
+        async with self.write() as db:
+            await db.executemany(
+                "INSERT INTO sending VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (sku, forstok_warehouse) DO UPDATE SET "
+                "quantity = excluded.quantity, at = excluded.at, "
+                "read_at = max(sending.read_at, excluded.read_at)",
+                [(*row, now) for row in rows],
+            )
+
+    async def unsettle_pushed(self) -> int:
+        """Treat every value Forstok last accepted as unconfirmed, as if its
+        request had gone unanswered, so that the next push of each pair is
+        sent even when the value is the same (`full-sync --repush`: someone
+        may have changed it by hand in Forstok). Returns the pairs marked."""
+        now = iso_utc(utc_now())
+        async with self.write() as db:
+            cursor = await db.execute(
+                "INSERT OR IGNORE INTO sending "
+                "SELECT sku, forstok_warehouse, quantity, read_at, ? FROM pushed",
+                (now,),
+            )
+            return cursor.rowcount
 
     async def failing(
         self, keys: Iterable[tuple[str, int]] | None = None
@@ -690,12 +741,57 @@ class State:
     async def record_pushes(self, records: Sequence[PushRecord]) -> None:
         """Record the outcome of one push request, all rows in one transaction."""
         now = iso_utc(utc_now())
+        # The two common outcomes go in one statement each (a full sync
+        # records tens of thousands); the rare ones row by row. A request's
+        # rows name distinct targets, so the order between them is free.
+        common = [r for r in records if r.outcome in {"pushed", "skipped"}]
         async with self.write() as db:
             for record in records:
-                await self._record_push(db, record, now)
+                if record.outcome not in {"pushed", "skipped"}:
+                    await self._record_push(db, record, now)
+            await self._record_common_pushes(db, common, now)
+
+    async def _record_common_pushes(
+        self, db: _Tx, records: Sequence[PushRecord], now: str
+    ) -> None:
+        """What `_record_push` does for `pushed` and `skipped`, in bulk."""
+        pushed = [r for r in records if r.outcome == "pushed"]
+        await db.executemany(
+            "INSERT OR REPLACE INTO pushed VALUES (?, ?, ?, ?, ?)",
+            [
+                (r.sku, r.target.forstok_warehouse, r.quantity, r.read_at, now)
+                for r in pushed
+            ],
+        )
+        await db.executemany(
+            "DELETE FROM failing WHERE sku = ? AND forstok_warehouse = ?",
+            [(r.sku, r.target.forstok_warehouse) for r in pushed],
+        )
+        await db.executemany(
+            "DELETE FROM sending WHERE sku = ? AND forstok_warehouse = ?",
+            [(r.sku, r.target.forstok_warehouse) for r in pushed],
+        )
+        await db.executemany(
+            "INSERT INTO history (at, sku, forstok_warehouse, old, new, reason, "
+            "outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [_history_row(r, now) for r in pushed],
+        )
+        await db.executemany(
+            "DELETE FROM push_queue WHERE item_id = ? AND forstok_warehouse = ? "
+            "AND seq <= ?",
+            [
+                (r.target.item_id, r.target.forstok_warehouse, r.target.seq)
+                for r in records
+            ],
+        )
 
     async def _record_push(self, db: _Tx, r: PushRecord, now: str) -> None:
         key = (r.sku, r.target.forstok_warehouse)
+        if r.outcome in {"pushed", "rejected", "held", "unmapped"}:
+            # Forstok answered for this row: what it holds is known again.
+            await db.execute(
+                "DELETE FROM sending WHERE sku = ? AND forstok_warehouse = ?", key
+            )
         if r.outcome == "pushed":
             await db.execute(
                 "INSERT OR REPLACE INTO pushed VALUES (?, ?, ?, ?, ?)",
@@ -879,6 +975,22 @@ async def _bump_mapping_version(db: _Tx) -> None:
         "INSERT INTO meta VALUES ('mapping_version', '1') ON CONFLICT (key) "
         "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
     )
+
+
+def _history_row(r: PushRecord, now: str) -> tuple[Any, ...]:
+    key = (r.sku, r.target.forstok_warehouse)
+    return (now, *key, r.old, r.quantity, r.reason, _outcome_text(r))
+
+
+def _pushed(known: Pushed | None, row: aiosqlite.Row, accepted: bool) -> Pushed:
+    """Fold a `pushed` row, then a `sending` row, into what Forstok may hold."""
+    if accepted:
+        return Pushed(
+            row["sku"], row["forstok_warehouse"], row["quantity"], row["read_at"]
+        )
+    base = known or Pushed(row["sku"], row["forstok_warehouse"], row["quantity"], "")
+    read_at = max(base.read_at, row["read_at"])
+    return Pushed(base.sku, base.forstok_warehouse, base.quantity, read_at, False)
 
 
 def _outcome_text(record: PushRecord) -> str:

@@ -19,7 +19,15 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -27,8 +35,15 @@ from typing import Any
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 
-from daemon.accurate import AccurateClient, Filter, ItemBalances
+from daemon.accurate import (
+    AccurateClient,
+    Filter,
+    ItemBalances,
+    StockPage,
+    WarehouseBalance,
+)
 from daemon.config import Settings, WarehouseMapping
 from daemon.errors import (
     CredentialError,
@@ -84,13 +99,19 @@ log = structlog.get_logger("daemon.sync")
 DOCUMENT_FIELDS = ("id", "number", "lastUpdate", "optLock", "transDate")
 ITEM_FIELDS = ("id", "no", "name", "itemType", "suspended", "lastUpdate", "optLock")
 TRANS_DATE_DAYS = 7
-MAX_ROW_ATTEMPTS = 3
+REFRESH_BATCH = 500
+MAX_ROW_RETRIES = 3
+"""A rejected row is tried again this many times, with backoff, then held."""
 AHEAD_WARNING = timedelta(minutes=10)
 DOCUMENT_MEMORY = timedelta(days=35)
+FIRST_CURSOR = "01/01/2000 00:00:00"
+"""The cursor of a kind that had no documents: older than any document."""
 DISPLAY_INTERVAL = 0.5
 """Seconds between updates of a progress display."""
 
 Progress = Callable[[str], None]
+PUSH_COUNTS = ("pushed", "would_push", "unchanged", "rejected", "held", "unmapped")
+"""The counters of the push step, which the daemon reports on their own."""
 
 
 @dataclass
@@ -101,6 +122,8 @@ class Counts:
     pairs_queued: int = 0
     pairs_read: int = 0
     pushed: int = 0
+    would_push: int = 0
+    """Rows a dry run logged instead of sending."""
     unchanged: int = 0
     rejected: int = 0
     held: int = 0
@@ -109,14 +132,20 @@ class Counts:
     errors: int = 0
     pages: int = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
+    def as_dict(self, pushes: bool = True) -> dict[str, int]:
+        """Every counter; without `pushes`, only those of reading (a poll
+        whose pushing runs apart, as in the daemon)."""
+        counts = dict(vars(self))
+        if pushes:
+            return counts
+        return {k: v for k, v in counts.items() if k not in PUSH_COUNTS}
 
     def found_work(self) -> bool:
         return bool(
             self.documents
             or self.pairs_read
             or self.pushed
+            or self.would_push
             or self.rejected
             or self.errors
         )
@@ -140,6 +169,19 @@ class Availability:
             down_s = round(time.monotonic() - self.down_since, 1)
             self.down_since = None
             log.info(self.up_event, down_s=down_s)
+
+
+@dataclass(frozen=True)
+class PushProblem:
+    """Why pushes cannot be sent now, kept for `stocksync status`."""
+
+    event: str
+    """As logged: forstok_unavailable, forstok_credentials_rejected, push_failed."""
+    error: str
+    since: str
+    """UTC, the first failure of this kind in a row."""
+    until: str | None = None
+    """UTC, when paused pushes are tried again (refused credentials)."""
 
 
 @dataclass
@@ -180,13 +222,17 @@ class Engine:
         self._reported: set[tuple[str, ...]] = set()
         self._push_lock = anyio.Lock()
         self._push_again = False
+        self._push_short = False
         self._refresh_lock = anyio.Lock()
         self._accurate_health = Availability(
             "accurate_unavailable", "accurate_available"
         )
         self._forstok_health = Availability("forstok_unavailable", "forstok_available")
         self._forstok_paused_until = 0.0
+        self.push_problem: PushProblem | None = None
         self._filter_ignored: set[str] = set()
+        self.on_targets_queued: Callable[[], None] | None = None
+        """Called when a refresh has queued pushes (the daemon wakes its pusher)."""
 
     # -- set-up ---------------------------------------------------------------
 
@@ -282,10 +328,18 @@ class Engine:
             try:
                 await self.reload_mapping_if_imported()
                 await self._poll_items(counts)
-                async with anyio.create_task_group() as tg:
-                    for kind in DOCUMENT_KINDS:
+                # One list call per request slot rather than all at once: a
+                # kind's detail and stock reads then go out between the later
+                # list calls instead of queueing behind all of them.
+                gap = 1.0 / self.settings.accurate.requests_per_second
+                async with _tasks() as tg:
+                    for n, kind in enumerate(DOCUMENT_KINDS):
                         tg.start_soon(
-                            self._poll_kind_safely, kind, counts, name=kind.name
+                            self._poll_kind_safely,
+                            kind,
+                            counts,
+                            n * gap,
+                            name=kind.name,
                         )
                 await self.refresh(counts)
                 if push:
@@ -293,32 +347,39 @@ class Engine:
             finally:
                 with anyio.CancelScope(shield=True):
                     outcome = "errors" if counts.errors else "ok"
-                    await self.state.finish_run(run_id, outcome, counts.as_dict(), None)
-            self._log_summary("poll_finished", counts, started)
+                    await self.state.finish_run(
+                        run_id, outcome, counts.as_dict(push), None
+                    )
+            self._log_summary("poll_finished", counts, started, pushes=push)
         return counts
 
-    async def _poll_kind_safely(self, kind: DocumentKind, counts: Counts) -> None:
+    async def _poll_kind_safely(
+        self, kind: DocumentKind, counts: Counts, delay: float = 0.0
+    ) -> None:
+        await anyio.sleep(delay)
         with structlog.contextvars.bound_contextvars(kind=kind.name):
             try:
+                queued = counts.pairs_queued
                 await self.poll_kind(kind, counts)
+                if counts.pairs_queued > queued:
+                    # Read what this kind found now, not after every kind.
+                    await self.refresh(counts)
             except ServiceError as error:
                 counts.errors += 1
                 log.error("poll_kind_failed", error=str(error))
 
     async def poll_kind(self, kind: DocumentKind, counts: Counts) -> None:
         if kind.feed is ChangeFeed.TRANS_DATE:
-            start, rows = None, await self._list_trans_date_window(kind)
+            start, listing = None, await self._list_trans_date_window(kind)
         else:
             cursors = await self.state.cursors()
             cursor = cursors.get(kind.name)
             if cursor is None:
                 cursor = await self._bootstrap_cursor(kind)
-                if cursor is None:
-                    return
             start = window_start(cursor, self.settings.sync.lookback)
-            rows = await self._list_since(kind, start)
+            listing = await self._list_since(kind, start)
 
-        listed, cursor_ok = self._check_rows(kind, rows, start)
+        listed, cursor_ok = self._check_rows(kind, listing.rows, start)
         known = await self.state.documents(kind.name, ids=listed)
         changed = {
             doc_id: row
@@ -336,8 +397,10 @@ class Engine:
         cursor_value = None
         if cursor_ok and not held and kind.feed is not ChangeFeed.TRANS_DATE:
             current = (await self.state.cursors()).get(kind.name)
-            cursor_value = advance(
-                current, [str(r["lastUpdate"]) for r in listed.values()]
+            cursor_value = _held_back(
+                current,
+                advance(current, [str(r["lastUpdate"]) for r in listed.values()]),
+                listing.moved_since,
             )
         await self.state.record_documents(
             kind.name, records, deleted, pairs, cursor_value
@@ -354,14 +417,16 @@ class Engine:
                 cursor=cursor_value,
             )
 
-    async def _bootstrap_cursor(self, kind: DocumentKind) -> str | None:
+    async def _bootstrap_cursor(self, kind: DocumentKind) -> str:
         """Start a kind's cursor at its newest document, never at a clock.
 
         The poll then reads the lookback window behind it as usual, so the
         newest documents are processed; everything older is covered by the
         full sync that runs on a new state. The list's sort may be ignored;
         then the cursor starts older than it could, which only costs a longer
-        first poll.
+        first poll. A kind with no documents yet starts at `FIRST_CURSOR`:
+        its first documents come after the full sync, so every one of them
+        must be read, however far apart they are.
         """
         page = await self._accurate(
             self.accurate.list_page(
@@ -377,41 +442,52 @@ class Engine:
             except BadTimestamp:
                 continue
             seen.append(str(row["lastUpdate"]))
-        cursor = advance(None, seen)
-        if cursor is not None:
-            await self.state.record_documents(kind.name, [], [], {}, cursor)
-            log.info("cursor_started", cursor=cursor)
+        cursor = advance(None, seen) or FIRST_CURSOR
+        await self.state.record_documents(kind.name, [], [], {}, cursor)
+        log.info("cursor_started", cursor=cursor)
         return cursor
 
-    async def _list_since(
-        self, kind: DocumentKind, start: str | None
-    ) -> list[dict[str, Any]]:
-        """All rows changed since `start`, plus one bounded re-read.
-
-        When the list spans pages, a document edited while we paged can move
-        between pages and be skipped; one more pass over the same window finds
-        it, and anything still moving is inside the next poll's lookback.
-        """
+    async def _list_since(self, kind: DocumentKind, start: str | None) -> _Listing:
+        """All rows changed since `start`, read twice if they span pages."""
         filters = []
         if start is not None and kind.name not in self._filter_ignored:
             filters.append(Filter("lastUpdate", "GREATER_EQUAL_THAN", (start,)))
-        rows, pages = await self._list_all(kind.module, filters)
-        if pages > 1:
-            again, _ = await self._list_all(kind.module, filters)
-            rows = _union_by_id(rows, again)
-        return rows
+        return await self._list_twice(kind.module, filters)
 
-    async def _list_trans_date_window(self, kind: DocumentKind) -> list[dict[str, Any]]:
+    async def _list_trans_date_window(self, kind: DocumentKind) -> _Listing:
         today = accurate_now(self.settings.accurate.timezone).date()
         first = format_date(today - timedelta(days=TRANS_DATE_DAYS))
         last = format_date(today + timedelta(days=1))
         filters = [Filter("transDate", "BETWEEN", (first, last))]
-        rows, _ = await self._list_all(kind.module, filters)
-        return rows
+        return await self._list_twice(kind.module, filters)
+
+    async def _list_twice(self, module: str, filters: Sequence[Filter]) -> _Listing:
+        """A listing, and one bounded re-read of it when it spans pages.
+
+        A row edited, deleted or committed late while we page shifts the
+        rows behind it across page boundaries, so one of them can be skipped;
+        the re-read finds it. If the two passes differ, the data was still
+        moving and the re-read may have skipped a row in turn: the listing
+        then names the oldest `lastUpdate` that moved, and the cursor stops
+        there, so that the next poll's lookback covers what moved.
+        """
+        rows, pages = await self._list_all(module, filters)
+        if pages <= 1:
+            return _Listing(rows)
+        again, _ = await self._list_all(module, filters)
+        moved_since = _oldest_moved(rows, again)
+        if moved_since is not None:
+            log.info("listing_moved", module=module, moved_since=moved_since)
+        return _Listing(_union_by_id(rows, again), moved_since)
 
     async def _list_all(
-        self, module: str, filters: Sequence[Filter]
+        self,
+        module: str,
+        filters: Sequence[Filter],
+        each_page: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
+        """Every row, or (with `each_page`) every page handed over as it comes
+        and none kept: a catalogue of 50,000 items need not sit in memory."""
         rows: list[dict[str, Any]] = []
         page_number = 1
         while True:
@@ -424,7 +500,10 @@ class Engine:
                     sort="lastUpdate|asc;id|asc",
                 )
             )
-            rows.extend(page.rows)
+            if each_page is None:
+                rows.extend(page.rows)
+            else:
+                await each_page(page.rows)
             if not page.rows or page_number >= page.page_count:
                 return rows, page_number
             page_number += 1
@@ -533,7 +612,7 @@ class Engine:
                 )
             )
 
-        async with anyio.create_task_group() as tg:
+        async with _tasks() as tg:
             for doc_id, row in changed.items():
                 tg.start_soon(read, doc_id, row)
         return records, pairs, deleted, held
@@ -555,9 +634,11 @@ class Engine:
             if start is None
             else [Filter("lastUpdate", "GREATER_EQUAL_THAN", (start,))]
         )
-        rows, _ = await self._list_all("item", filters)
+        listing = await self._list_twice("item", filters)
+        rows = listing.rows
 
         items, pairs, seen, item_versions = [], {}, [], []
+        cursor_ok = True
         known = await self.state.documents(
             "opening_balance",
             ids=[r["id"] for r in rows if isinstance(r.get("id"), int)],
@@ -572,8 +653,14 @@ class Engine:
                     continue
                 seen.append(last_update)
             except BadTimestamp:
-                log.error("last_update_unparsable", document=item.no, value=last_update)
-                continue
+                # Read the item all the same; only the cursor waits (C08).
+                cursor_ok = False
+                log.error(
+                    "last_update_unparsable",
+                    document=item.no,
+                    value=last_update,
+                    action="the cursor of this kind holds until the value parses",
+                )
             version = (last_update, _opt_lock(row))
             if item.id in known and known[item.id].same_version(*version):
                 continue
@@ -581,7 +668,9 @@ class Engine:
             item_versions.append(version)
             pairs[(item.id, ALL_WAREHOUSES)] = f"item {item.no} changed"
 
-        new_cursor = advance(cursor, seen)
+        new_cursor = cursor
+        if cursor_ok:
+            new_cursor = _held_back(cursor, advance(cursor, seen), listing.moved_since)
         if not items and new_cursor == cursor:
             return
         versions = [
@@ -603,17 +692,24 @@ class Engine:
         counts = counts or Counts()
         async with self._refresh_lock:
             while True:
-                pending = await self.state.pending_pairs(limit=500)
+                pending = await self.state.pending_pairs(limit=REFRESH_BATCH)
                 if not pending:
                     return
+                if len(pending) == REFRESH_BATCH:
+                    # Stock lists may be the cheaper read for the whole queue
+                    # though not for one batch (a mapping change, a big opname).
+                    everything = await self.state.pending_pairs()
+                    if await self._lists_to_read(_by_item(everything)):
+                        pending = everything
                 await self._refresh_batch(pending, counts)
 
     async def _refresh_batch(self, pending: list[QueuedPair], counts: Counts) -> None:
-        by_item: dict[int, list[QueuedPair]] = defaultdict(list)
-        for pair in pending:
-            by_item[pair.item_id].append(pair)
-
+        by_item = _by_item(pending)
         results: dict[int, ItemBalances | None] = {}
+        arrived: dict[int, str] = {}
+        lists = await self._lists_to_read(by_item)
+        if lists:
+            await self._read_stock_lists(lists, by_item, results, arrived)
 
         async def read(item_id: int) -> None:
             try:
@@ -623,9 +719,12 @@ class Engine:
             except NotFound:
                 log.warning("item_not_found", item=item_id)
                 results[item_id] = None
+            # Stamped as the answer arrives, not when the batch ends: a later
+            # stamp would let this value pass for newer than it is.
+            arrived[item_id] = iso_utc(utc_now())
 
-        async with anyio.create_task_group() as tg:
-            for item_id in by_item:
+        async with _tasks() as tg:
+            for item_id in by_item.keys() - results.keys():
                 tg.start_soon(read, item_id)
 
         readings, targets = [], set()
@@ -633,7 +732,7 @@ class Engine:
         for item_id, balances in results.items():
             if balances is None:
                 continue
-            read_at = iso_utc(utc_now())
+            read_at = arrived[item_id]
             for wb in balances.warehouses:
                 if wb.warehouse_id in self.warehouses.sources:
                     readings.append(
@@ -654,6 +753,88 @@ class Engine:
             reason,
             target_reasons={k: "; ".join(sorted(v))[:200] for k, v in reasons.items()},
         )
+        if targets and self.on_targets_queued is not None:
+            self.on_targets_queued()
+
+    def _needed(self, pairs: Iterable[QueuedPair]) -> set[int]:
+        """The mapped warehouses whose stock these pairs of one item need."""
+        return self._touched_warehouses(pairs) & self.warehouses.sources.keys()
+
+    async def _lists_to_read(self, by_item: Mapping[int, list[QueuedPair]]) -> set[int]:
+        """The warehouses to read by stock-list pages, if that takes fewer
+        requests than one item detail per item; else none.
+
+        Page counts come from the row counts the last full sync saw; a
+        warehouse without one is never listed. Lists must save at least one
+        round of parallel details (`max_in_flight` requests): below that the
+        details cost less than a second of Accurate's budget, answer in one
+        round trip, and confirm zeros that a list can only leave out.
+        """
+        wanted: set[int] = set()
+        for pairs in by_item.values():
+            wanted |= self._needed(pairs)
+        rows = await self.state.warehouse_rows()
+        if not wanted or not wanted <= rows.keys():
+            return set()
+        size = self.settings.accurate.page_size
+        pages = sum(max(1, math.ceil(rows[w] / size)) for w in wanted)
+        margin = self.settings.accurate.max_in_flight
+        return wanted if pages + margin <= len(by_item) else set()
+
+    async def _read_stock_lists(
+        self,
+        lists: set[int],
+        by_item: Mapping[int, list[QueuedPair]],
+        results: dict[int, ItemBalances | None],
+        arrived: dict[int, str],
+    ) -> None:
+        """Read `lists` page by page and settle every item whose needed
+        warehouses all list it; the rest are left to their item detail
+        (an item absent from a list may have no stock there, or may not:
+        confirm, never assume, a zero)."""
+        found: dict[int, dict[int, tuple[Decimal, str]]] = defaultdict(dict)
+        for warehouse_id in lists:
+
+            def keep(
+                page: StockPage, read_at: str, warehouse_id: int = warehouse_id
+            ) -> None:
+                for row in page.rows:
+                    if row.item_id in by_item:
+                        found[row.item_id][warehouse_id] = (row.quantity, read_at)
+
+            await self._each_stock_page(warehouse_id, keep)
+        for item_id, pairs in by_item.items():
+            needed, have = self._needed(pairs), found.get(item_id, {})
+            if not needed <= have.keys():
+                continue
+            results[item_id] = ItemBalances(
+                item_id,
+                "",
+                "INVENTORY",
+                False,
+                [WarehouseBalance(w, "", have[w][0], False) for w in needed],
+            )
+            # The earliest page it came from: never newer than it is.
+            arrived[item_id] = min((have[w][1] for w in needed), default="")
+
+    async def _each_stock_page(
+        self, warehouse_id: int, on_page: Callable[[StockPage, str], None]
+    ) -> None:
+        """Every stock-list page of a warehouse, each with its arrival time."""
+        first = await self._accurate(self.accurate.list_stock_page(warehouse_id, 1))
+        on_page(first, iso_utc(utc_now()))
+        pages = iter(range(2, first.page_count + 1))
+
+        async def worker() -> None:
+            for number in pages:
+                page = await self._accurate(
+                    self.accurate.list_stock_page(warehouse_id, number)
+                )
+                on_page(page, iso_utc(utc_now()))
+
+        async with _tasks() as tg:
+            for _ in range(max(1, self.settings.accurate.max_in_flight)):
+                tg.start_soon(worker)
 
     def _touched_warehouses(self, pairs: Iterable[QueuedPair]) -> set[int]:
         touched: set[int] = set()
@@ -666,26 +847,34 @@ class Engine:
 
     # -- push -------------------------------------------------------------------
 
-    async def push(self, counts: Counts | None = None) -> None:
+    async def push(
+        self, counts: Counts | None = None, *, full_batches: bool = False
+    ) -> None:
         """Send every queued target whose quantity differs from Forstok's.
 
         One pusher at a time, so pushes of one pair are never concurrent; a
         caller that finds it busy leaves a note and the pusher goes round again.
+        With `full_batches` (a full sync still reading) a short last batch
+        waits for more rows, unless another caller asked for a push meanwhile.
         """
         counts = counts or Counts()
         if self._push_lock.locked():
             self._push_again = True
+            self._push_short |= not full_batches
             return
         async with self._push_lock:
             self._push_again = True
             while self._push_again:
                 self._push_again = False
+                whole = full_batches and not self._push_short
+                self._push_short = False
                 await self._requeue_due_rows()
-                while await self._push_round(counts):
+                while await self._push_round(counts, whole):
                     self._push_again = True
 
-    async def _push_round(self, counts: Counts) -> bool:
-        """Push one round of queued targets; False when there is nothing to do."""
+    async def _push_round(self, counts: Counts, whole: bool = False) -> bool:
+        """Push one round of queued targets; False when there is nothing to do
+        (with `whole`: nothing more until the queue grows)."""
         if time.monotonic() < self._forstok_paused_until:
             return False
         size = self.settings.forstok.batch_size
@@ -702,6 +891,9 @@ class Engine:
 
         for start in range(0, len(sendable), size):
             batch = sendable[start : start + size]
+            if whole and len(batch) < size:
+                # Left queued: Forstok's budget is requests, not rows.
+                return len(queued) == size * 10
             if not await self._send(batch, counts):
                 return False
         return True
@@ -773,28 +965,38 @@ class Engine:
                     reason=plan.reason,
                 )
             await self.state.record_pushes([p.record() for p in batch])
+            counts.would_push += len(batch)
             return True
 
         rows = [
             QuantityRow(p.sku, p.target.forstok_warehouse, p.quantity) for p in batch
         ]
+        await self.state.mark_sending(
+            [
+                (r.sku, r.warehouse_id, r.quantity, p.read_at)
+                for r, p in zip(rows, batch, strict=True)
+            ]
+        )
         try:
             report = await self.forstok.push_quantities(rows)
         except RetriableError as error:
             self._forstok_health.failed(error)
+            self._push_blocked("forstok_unavailable", error)
             return False
         except CredentialError as error:
-            self._forstok_paused_until = (
-                time.monotonic() + self.settings.accurate.credential_retry_interval
-            )
+            pause = self.settings.accurate.credential_retry_interval
+            self._forstok_paused_until = time.monotonic() + pause
+            self._push_blocked("forstok_credentials_rejected", error, pause)
             log.error(
                 "forstok_credentials_rejected", error=str(error), action=error.action
             )
             return False
         except PermanentError as error:
             log.error("push_failed", error=str(error))
+            self._push_blocked("push_failed", error)
             return False
         self._forstok_health.succeeded()
+        self.push_problem = None
 
         rejected = {(r.sku, r.warehouse_id): why for r, why in report.rejected}
         for plan in batch:
@@ -809,6 +1011,16 @@ class Engine:
         if pushed:
             log.debug("pushed", rows=len(pushed))
         return True
+
+    def _push_blocked(
+        self, event: str, error: ServiceError, pause_s: float | None = None
+    ) -> None:
+        """Note why pushes stopped; a failure like the last keeps its `since`."""
+        now = utc_now()
+        last = self.push_problem
+        since = last.since if last and last.event == event else iso_utc(now)
+        until = None if pause_s is None else iso_utc(now + timedelta(seconds=pause_s))
+        self.push_problem = PushProblem(event, str(error), since, until)
 
     def _reject(self, plan: _Plan, why: str, counts: Counts) -> None:
         plan.attempts += 1
@@ -827,7 +1039,7 @@ class Engine:
                 "(`stocksync mapping`), then run `stocksync retry SKU`",
             )
             return
-        if plan.attempts >= MAX_ROW_ATTEMPTS:
+        if plan.attempts > MAX_ROW_RETRIES:
             plan.outcome = "held"
             counts.held += 1
             log.warning(
@@ -875,22 +1087,37 @@ class Engine:
         with structlog.contextvars.bound_contextvars(run_id=run_id):
             log.info("full_sync_started", reason=reason)
             await self.state.start_run(run_id, "full_sync")
-            error = None
+            # Stays set if the run is cancelled (SIGTERM), so that an
+            # interrupted full sync is never recorded as complete.
+            error: str | None = "interrupted"
             try:
                 await self._full_sync(counts, progress)
+                error = None
             except ServiceError as exc:
                 error = str(exc)
                 counts.errors += 1
                 log.error("full_sync_failed", error=error)
                 raise
             finally:
-                outcome = "failed" if error else "ok"
                 with anyio.CancelScope(shield=True):
+                    outcome, error = await self._full_sync_outcome(error)
                     await self.state.finish_run(
                         run_id, outcome, counts.as_dict(), error
                     )
-            self._log_summary("full_sync_finished", counts, started, always=True)
+            self._log_summary(
+                "full_sync_finished", counts, started, always=True, outcome=outcome
+            )
         return counts
+
+    async def _full_sync_outcome(self, error: str | None) -> tuple[str, str | None]:
+        """`failed`, `ok`, or `pushes_not_sent`: all was read, but pushes
+        still wait on a Forstok problem (refused credentials, an outage)."""
+        if error is not None:
+            return "failed", error
+        problem = self.push_problem
+        if problem is None or not await self.state.count("push_queue"):
+            return "ok", None
+        return "pushes_not_sent", f"{problem.event}: {problem.error}"
 
     async def _full_sync(self, counts: Counts, progress: Progress | None) -> None:
         await self.load_warehouses()
@@ -904,7 +1131,7 @@ class Engine:
         reporter = _ProgressReporter(
             self.settings.sync.progress_interval, progress, counts
         )
-        async with anyio.create_task_group() as tg:
+        async with _tasks() as tg:
             reading_done = anyio.Event()
             tg.start_soon(self._push_while, reading_done, counts, name="full_sync_push")
             try:
@@ -914,18 +1141,36 @@ class Engine:
                 reading_done.set()
         await self.refresh(counts)
         await self.push(counts)
+        # A push already running (the daemon's push task) takes over the rows
+        # push() found it busy for: wait for it, so that the outcome knows
+        # whether they went out.
+        async with self._push_lock:
+            pass
         reporter.done()
 
     async def _push_while(self, done: anyio.Event, counts: Counts) -> None:
         while not done.is_set():
-            await self.push(counts)
+            await self.push(counts, full_batches=True)
             with anyio.move_on_after(0.2):
                 await done.wait()
 
     async def _read_item_list(self) -> None:
-        rows, _ = await self._list_all("item", [])
-        items = [(item, _text(row.get("name"))) for row in rows if (item := _item(row))]
-        await self.state.record_items(items, {}, None)
+        # The item poll skips versions it knows, and on a new state starts at
+        # this listing: the stock read next covers every item in it, so the
+        # first poll need not list and re-read the whole catalogue.
+        newest: str | None = None
+
+        async def store(rows: list[dict[str, Any]]) -> None:
+            nonlocal newest
+            read = [(item, row) for row in rows if (item := _item(row))]
+            versions = _item_versions(read)
+            newest = advance(newest, [v.last_update for v in versions])
+            items = [(item, _text(row.get("name"))) for item, row in read]
+            await self.state.record_items(items, {}, None, versions=versions)
+
+        await self._list_all("item", [], each_page=store)
+        if newest and "opening_balance" not in await self.state.cursors():
+            await self.state.record_items([], {}, newest)
         await self.reload_mapping()
 
     async def _read_warehouse(
@@ -933,9 +1178,11 @@ class Engine:
     ) -> None:
         with structlog.contextvars.bound_contextvars(warehouse=warehouse_id):
             previous = await self.state.readings_in(warehouse_id)
+            listed_at = iso_utc(utc_now())
             first = await self._accurate(self.accurate.list_stock_page(warehouse_id, 1))
             reporter.add_pages(first.page_count)
             seen: set[int] = set()
+            sizes = {first.row_count}
             await self._store_stock_page(warehouse_id, first, seen, counts, reporter)
 
             pages = iter(range(2, first.page_count + 1))
@@ -945,15 +1192,19 @@ class Engine:
                     page = await self._accurate(
                         self.accurate.list_stock_page(warehouse_id, number)
                     )
+                    sizes.add(page.row_count)
                     await self._store_stock_page(
                         warehouse_id, page, seen, counts, reporter
                     )
 
-            async with anyio.create_task_group() as tg:
+            async with _tasks() as tg:
                 for _ in range(max(1, self.settings.accurate.max_in_flight)):
                     tg.start_soon(worker)
             await self.state.set_warehouse_rows(warehouse_id, first.row_count)
-            await self._confirm_absent(warehouse_id, previous, seen)
+            # A list that grew or shrank while paged may have skipped a row:
+            # then no absence is taken at its word.
+            moved = len(sizes) > 1
+            await self._confirm_absent(warehouse_id, previous, seen, listed_at, moved)
 
     async def _store_stock_page(
         self,
@@ -977,24 +1228,42 @@ class Engine:
         reporter.page_done()
 
     async def _confirm_absent(
-        self, warehouse_id: int, previous: Mapping[int, Reading], seen: set[int]
+        self,
+        warehouse_id: int,
+        previous: Mapping[int, Reading],
+        seen: set[int],
+        listed_at: str,
+        moved: bool = False,
     ) -> None:
         """Items missing from the stock list: confirm, never assume, a zero.
 
         Accurate leaves items without recorded stock out of `list-stock`. An
         item that had stock here is re-read through its detail before a zero
-        is pushed; a mapped item never seen here has no stock to confirm.
+        is pushed; a mapped item never seen here has no stock to confirm,
+        unless the list `moved` while it was paged. Its zero is dated when the
+        listing began, the earliest moment the absence can stand for, so that
+        stock a poll reads meanwhile stays newer.
         """
+        absent = [
+            item_id
+            for item_id in self.mapping.targets
+            if item_id not in seen and item_id not in previous
+        ]
         recheck = {
             (item_id, warehouse_id): "full sync: absent from stock list"
             for item_id, reading in previous.items()
             if item_id not in seen and reading.quantity != 0
         }
-        read_at = iso_utc(utc_now())
+        if moved:
+            recheck.update(
+                dict.fromkeys(
+                    ((item_id, warehouse_id) for item_id in absent),
+                    "full sync: absent from a stock list that moved",
+                )
+            )
+            absent = []
         never = [
-            Reading(item_id, warehouse_id, Decimal(0), read_at)
-            for item_id in self.mapping.targets
-            if item_id not in seen and item_id not in previous
+            Reading(item_id, warehouse_id, Decimal(0), listed_at) for item_id in absent
         ]
         forstok_id = self.warehouses.sources[warehouse_id].forstok_id
         await self.state.record_readings(
@@ -1017,11 +1286,17 @@ class Engine:
         return result
 
     def _log_summary(
-        self, event: str, counts: Counts, started: float, always: bool = False
+        self,
+        event: str,
+        counts: Counts,
+        started: float,
+        always: bool = False,
+        pushes: bool = True,
+        **extra: Any,
     ) -> None:
         elapsed = round(time.monotonic() - started, 3)
         level = log.info if always or counts.found_work() else log.debug
-        level(event, elapsed_s=elapsed, **counts.as_dict())
+        level(event, elapsed_s=elapsed, **counts.as_dict(pushes), **extra)
 
 
 @dataclass
@@ -1118,6 +1393,27 @@ class _ProgressReporter:
         )
 
 
+@asynccontextmanager
+async def _tasks() -> AsyncIterator[TaskGroup]:
+    """A task group whose failed call surfaces as its ServiceError.
+
+    anyio wraps whatever a child raises in an ExceptionGroup. Every caller,
+    up to the daemon's loops, handles ServiceError; a group of them alone is
+    replaced by its first member, so one failed read cannot end the daemon.
+    """
+    try:
+        async with anyio.create_task_group() as tg:
+            yield tg
+    except BaseExceptionGroup as group:
+        matched, rest = group.split(ServiceError)
+        if matched is None or rest is not None:
+            raise
+        first: BaseException = matched
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
 def _needless(
     plan: _Plan, previous: Pushed | None, fail: Failing | None, now: str
 ) -> bool:
@@ -1133,7 +1429,11 @@ def _needless(
         )
         return True
     if fail is None:
-        return previous is not None and previous.quantity == plan.quantity
+        return (
+            previous is not None
+            and previous.settled
+            and previous.quantity == plan.quantity
+        )
     if fail.quantity != plan.quantity:
         return False
     return fail.held or fail.retry_at > now
@@ -1159,6 +1459,78 @@ def _item(row: Mapping[str, Any]) -> Item | None:
         str(row.get("itemType") or "INVENTORY"),
         bool(row.get("suspended")),
     )
+
+
+@dataclass(frozen=True)
+class _Listing:
+    rows: list[dict[str, Any]]
+    moved_since: str | None = None
+    """The oldest `lastUpdate` of a row that differed between the two passes."""
+
+
+def _versions(rows: Iterable[Mapping[str, Any]]) -> dict[Any, set[tuple[Any, Any]]]:
+    found: dict[Any, set[tuple[Any, Any]]] = defaultdict(set)
+    for row in rows:
+        found[row.get("id")].add((row.get("lastUpdate"), row.get("optLock")))
+    return found
+
+
+def _oldest_moved(
+    first: list[dict[str, Any]], second: list[dict[str, Any]]
+) -> str | None:
+    """The oldest stamp, old or new, of a row the two passes saw differently."""
+    before, after = _versions(first), _versions(second)
+    stamps = [
+        str(stamp)
+        for doc_id in before.keys() | after.keys()
+        if before.get(doc_id) != after.get(doc_id)
+        for stamp, _ in before.get(doc_id, set()) | after.get(doc_id, set())
+    ]
+    parsed = []
+    for stamp in stamps:
+        try:
+            parsed.append((parse_last_update(stamp), stamp))
+        except BadTimestamp:
+            continue  # an unparsable stamp holds the cursor on its own
+    return min(parsed)[1] if parsed else None
+
+
+def _held_back(
+    current: str | None, proposed: str | None, moved: str | None
+) -> str | None:
+    """The cursor to save: `proposed`, but no later than a row that moved while
+    the list was read (so the next lookback covers it), and never backward."""
+    if proposed is None or moved is None:
+        return proposed
+    if parse_last_update(moved) >= parse_last_update(proposed):
+        return proposed
+    log.info("cursor_held_back", proposed=proposed, moved_since=moved)
+    return advance(current, [moved])
+
+
+def _item_versions(
+    read: Iterable[tuple[Item, Mapping[str, Any]]],
+) -> list[DocumentRecord]:
+    """What the item poll remembers of each listed item, as `_poll_items` does."""
+    versions = []
+    for item, row in read:
+        stamp = row.get("lastUpdate")
+        try:
+            parse_last_update(stamp)
+        except BadTimestamp:
+            continue
+        pairs = frozenset({(item.id, ALL_WAREHOUSES)})
+        versions.append(
+            DocumentRecord(item.id, item.no, str(stamp), _opt_lock(row), pairs)
+        )
+    return versions
+
+
+def _by_item(pairs: Iterable[QueuedPair]) -> dict[int, list[QueuedPair]]:
+    by_item: dict[int, list[QueuedPair]] = defaultdict(list)
+    for pair in pairs:
+        by_item[pair.item_id].append(pair)
+    return by_item
 
 
 def _union_by_id(

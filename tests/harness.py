@@ -7,7 +7,7 @@ does in production, against the simulator served on 127.0.0.1.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
@@ -19,13 +19,32 @@ import yaml
 from daemon.config import Settings, parse_settings
 from daemon.service import open_engine
 from daemon.simulator.app import Simulator
-from daemon.simulator.config import ItemSpec, SimConfig
+from daemon.simulator.config import (
+    AccurateConfig,
+    ForstokConfig,
+    ItemSpec,
+    SimConfig,
+)
 from daemon.sync import Engine
+
+# The daemon as a subprocess: the `daemons` fixture and its helpers.
+pytest_plugins = ("daemon_support",)
 
 WAREHOUSES = {"GDG-1": 1, "GDG-2": 2}
 """Accurate warehouse -> Forstok warehouse; GDG-3 exists but is not mapped."""
 
 TEST_SECRETS = ("sim-accurate-api-token", "sim-accurate-signature-secret")
+
+SCANNED_SECRETS = (
+    AccurateConfig.api_token,
+    AccurateConfig.signature_secret,
+    AccurateConfig.oauth_client_secret,
+    ForstokConfig.secret_key,
+    # Wrong credentials that tests hand to the daemon: refused, never shown.
+    "wrong-accurate-token-4f1c9a",
+    "wrong-forstok-secret-7d2e5b",
+)
+"""Secrets that must never appear in any test's captured output."""
 
 
 def fast_sim_config(items: int = 6, **catalogue: Any) -> SimConfig:
@@ -49,7 +68,15 @@ def fast_sim_config(items: int = 6, **catalogue: Any) -> SimConfig:
     return config
 
 
-def settings_dict(sim: Simulator, state_path: Path, **sync: Any) -> dict[str, Any]:
+def settings_dict(
+    sim: Simulator,
+    state_path: Path,
+    warehouses: dict[str, int] | None = None,
+    **sync: Any,
+) -> dict[str, Any]:
+    """Daemon settings for the simulator; `warehouses` maps Accurate
+    warehouse names to Forstok ids (default `WAREHOUSES`)."""
+    mapping = WAREHOUSES if warehouses is None else warehouses
     accurate = sim.config.accurate
     forstok = sim.config.forstok
     return {
@@ -69,7 +96,7 @@ def settings_dict(sim: Simulator, state_path: Path, **sync: Any) -> dict[str, An
             "requests_per_minute": 6000,
         },
         "warehouses": [
-            {"accurate": name, "forstok_id": fid} for name, fid in WAREHOUSES.items()
+            {"accurate": name, "forstok_id": fid} for name, fid in mapping.items()
         ],
         "sync": {"poll_interval": "1s", "lookback": "5m", **sync},
         "state_path": str(state_path),
@@ -77,13 +104,24 @@ def settings_dict(sim: Simulator, state_path: Path, **sync: Any) -> dict[str, An
     }
 
 
-def make_settings(sim: Simulator, tmp_path: Path, **sync: Any) -> Settings:
-    return parse_settings(settings_dict(sim, tmp_path / "state.sqlite3", **sync), {})
+def make_settings(
+    sim: Simulator,
+    tmp_path: Path,
+    warehouses: dict[str, int] | None = None,
+    **sync: Any,
+) -> Settings:
+    raw = settings_dict(sim, tmp_path / "state.sqlite3", warehouses, **sync)
+    return parse_settings(raw, {})
 
 
-def write_config(sim: Simulator, tmp_path: Path, **sync: Any) -> Path:
+def write_config(
+    sim: Simulator,
+    tmp_path: Path,
+    warehouses: dict[str, int] | None = None,
+    **sync: Any,
+) -> Path:
     path = tmp_path / "config.yaml"
-    raw = settings_dict(sim, tmp_path / "state.sqlite3", **sync)
+    raw = settings_dict(sim, tmp_path / "state.sqlite3", warehouses, **sync)
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     os.chmod(path, 0o600)
     return path
@@ -113,12 +151,14 @@ def _item_is_synced(sim: Simulator, item_no: str) -> bool:
     return item.item_type == "INVENTORY" and not item.suspended
 
 
-def mismatches(sim: Simulator) -> dict[tuple[str, int], tuple[int, int | None]]:
+def mismatches(
+    sim: Simulator, warehouses: dict[str, int] | None = None
+) -> dict[tuple[str, int], tuple[int, int | None]]:
     """Pairs where Forstok differs from Accurate: expected, actual."""
     actual = sim.forstok.on_hand_snapshot()
     return {
         key: (want, actual.get(key))
-        for key, want in expected_forstok(sim).items()
+        for key, want in expected_forstok(sim, warehouses).items()
         if actual.get(key) != want
     }
 
@@ -154,3 +194,45 @@ async def harness(sim: Simulator, tmp_path: Path) -> AsyncIterator[Harness]:
     async with open_engine(settings) as engine:
         await engine.prepare()
         yield Harness(sim, settings, engine)
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Long chaos runs (`@pytest.mark.slow`) run only with STOCKSYNC_SLOW=1."""
+    if os.environ.get("STOCKSYNC_SLOW") == "1":
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item not in slow]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Fail any test whose captured output shows a test secret.
+
+    Every test's stdout, stderr and stdlib log records are searched, in
+    each phase, for the secrets the simulator accepts and the wrong ones
+    tests hand out. Daemon subprocesses started through the `daemons`
+    fixture print their whole output into the test's capture, so it is
+    searched too. Output a test takes with `capsys` is not.
+    """
+    report: pytest.TestReport = yield
+    leaks = sorted(
+        {
+            f"{title}: {secret[:4]}…"
+            for title, text in report.sections
+            if title.endswith(f" {report.when}")
+            for secret in SCANNED_SECRETS
+            if secret in text
+        }
+    )
+    if leaks and not report.failed:
+        report.outcome = "failed"
+        report.longrepr = "a test secret appears in captured output:\n  " + (
+            "\n  ".join(leaks)
+        )
+    return report

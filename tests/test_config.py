@@ -152,7 +152,9 @@ def test_shipped_example_config_is_valid() -> None:
     env = {
         "ACCURATE_API_TOKEN": "t" * 10,
         "ACCURATE_SIGNATURE_SECRET": "s" * 10,
+        "FORSTOK_USER_ID": "1001",
         "FORSTOK_SECRET_KEY": "f" * 10,
+        "STATE_DIRECTORY": "/var/lib/stocksync",
     }
 
     settings = load_settings(Path(__file__).parent.parent / "config.yaml", env)
@@ -166,3 +168,26 @@ def test_warehouses_feeding_one_target_must_share_rules(tmp_path: Path) -> None:
     (problem,) = problems(tmp_path, text)
     assert problem.startswith("warehouses[1]:")
     assert "same Forstok warehouse 1" in problem
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("poll_interval: 5s", "pol_interval: 5s", "sync.pol_interval"),
+        ("    buffer: 2", "    bufer: 2", "warehouses[1].bufer"),
+        ("  signature_secret:", "  signature_secrt:", "accurate.signature_secrt"),
+    ],
+)
+def test_misspelt_keys_are_reported_with_a_suggestion(
+    tmp_path: Path, old: str, new: str, key: str
+) -> None:
+    """A misspelt `buffer` would silently offer more stock: refuse it."""
+    found = problems(tmp_path, GOOD.replace(old, new))
+
+    assert any(p.startswith(f"{key}: unknown key; did you mean") for p in found)
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    found = problems(tmp_path, GOOD + "synk:\n  poll_interval: 5s\n")
+
+    assert any(p.startswith("synk: unknown key") for p in found)

@@ -8,6 +8,7 @@ connection pool is exercised.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -274,7 +275,8 @@ async def test_an_unreadable_success_is_retried(fake_time: FakeTime) -> None:
 async def test_token_is_renewed_five_minutes_before_exp(fake_time: FakeTime) -> None:
     """forstok §2 [A]: `exp` read without verification, renewed 5 min early."""
     fake = FakeForstok(fake_time, ttl=3600)
-    async with make_client(fake) as client:
+    # Pacing at 0.01 s keeps the token's age what the test says it is.
+    async with make_client(fake, requests_per_minute=6000) as client:
         await client.push_quantities(rows_of(1))
         fake_time.now += 3600 - 300 - 1
         await client.push_quantities(rows_of(1))
@@ -291,7 +293,7 @@ async def test_token_without_exp_is_renewed_every_30_minutes(
 ) -> None:
     """forstok §2 →: without `exp`, a token lives 30 minutes."""
     fake = FakeForstok(fake_time, ttl=None)
-    async with make_client(fake) as client:
+    async with make_client(fake, requests_per_minute=6000) as client:
         await client.push_quantities(rows_of(1))
         fake_time.now += 1799
         await client.push_quantities(rows_of(1))
@@ -417,6 +419,8 @@ async def test_pushes_are_paced_per_minute(fake_time: FakeTime) -> None:
     assert len(starts) == 26
     for i, first in enumerate(starts):
         assert len([s for s in starts[i:] if s < first + 60.0]) <= 10
+    # Evenly: one start every 6 s, never a burst of ten.
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 6.0
 
 
 async def test_no_secret_in_logs_or_errors(fake_time: FakeTime) -> None:

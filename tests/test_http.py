@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from daemon.errors import ServiceUnavailable
 from daemon.http import (
+    SLOWDOWN_RECOVERY_S,
     RateLimiter,
     backoff_delay,
     build_query,
@@ -195,3 +196,34 @@ def test_limiter_rejects_nonsense() -> None:
     """Zero or negative bounds are a programming error."""
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(0, 1.0, 1)
+
+
+async def test_slow_down_halves_the_rate_then_recovers(fake_time: FakeTime) -> None:
+    """After slow_down, 8 per window becomes 4; a quiet recovery period
+    brings the configured rate back."""
+    limiter = RateLimiter(8, 1.0, 50, fake_time.monotonic, fake_time.sleep)
+
+    assert limiter.slow_down()
+    slowed, _ = await run_through(limiter, fake_time, calls=20, hold_yields=0)
+    fake_time.now += SLOWDOWN_RECOVERY_S
+    recovered, _ = await run_through(limiter, fake_time, calls=16, hold_yields=0)
+
+    assert max_starts_in_window(slowed, 1.0) == 4
+    assert max_starts_in_window(recovered, 1.0) == 8
+
+
+async def test_slow_down_once_per_window_and_never_below_an_eighth(
+    fake_time: FakeTime,
+) -> None:
+    """Refusals in one window halve the rate once; with one start per window
+    left, the window itself grows, to eight times its length at most."""
+    limiter = RateLimiter(1, 1.0, 1, fake_time.monotonic, fake_time.sleep)
+
+    assert limiter.slow_down()
+    assert not limiter.slow_down()  # the same window
+    assert limiter.bounds() == (1, 2.0)
+    for _ in range(5):
+        fake_time.now += 10.0
+        limiter.slow_down()
+
+    assert limiter.bounds() == (1, 8.0)

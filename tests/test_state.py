@@ -109,3 +109,30 @@ async def test_c24_two_processes_writing_wait_instead_of_failing(
     other.close()
     assert await state.get_meta("x") == "y"
     await state.close()
+
+
+async def test_pair_queued_by_another_process_during_a_read_stays_queued(
+    tmp_path: Path,
+) -> None:
+    """An operator's command queues a pair the daemon is reading, with a
+    sequence number of its own: the daemon's finished read still leaves the
+    new request queued."""
+    path = tmp_path / "state.sqlite3"
+    daemon = await State.open(path)
+    operator = await State.open(path)  # opened while the queues are empty
+    try:
+        for item in range(2, 40):  # the daemon's own work moves its counter on
+            await daemon.queue_pairs({(item, 1): "SI-1"})
+        await daemon.queue_pairs({(1, 1): "SI-2"})
+        (taken,) = [p for p in await daemon.pending_pairs() if p.item_id == 1]
+
+        await operator.queue_pairs({(1, 1): "retry requested"})
+        await daemon.record_readings(
+            [Reading(1, 1, Decimal(5), "2026-02-01T03:00:00+00:00")], [taken], [], "x"
+        )
+
+        left = [p for p in await daemon.pending_pairs() if p.item_id == 1]
+        assert [p.reason for p in left] == ["retry requested"]
+    finally:
+        await operator.close()
+        await daemon.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -114,6 +114,12 @@ class AccurateModel:
         self.documents: dict[str, dict[int, Document]] = {k: {} for k in KINDS}
         self.stock: dict[tuple[int, int], Decimal] = {}
         self.touched: set[tuple[int, int]] = set()  # pairs that ever moved
+        # Bumped on every stock change, so a rendered balance can be reused.
+        self.stock_generation = 0
+        self._by_no: dict[str, Item] = {}  # a lookup index; `no` never changes
+        # Called under the lock right after a document's stock effect is
+        # applied (the benchmark times delivery from this moment).
+        self.commit_listeners: list[Callable[[Document], None]] = []
         self.current_host = 0  # index into the data hosts
         self.stats = AccurateStats()
         self._pending: list[Document] = []  # created, not yet committed
@@ -180,7 +186,7 @@ class AccurateModel:
         last_update: str | datetime | None = None,
     ) -> Item:
         with self.lock:
-            if any(i.no == no for i in self.items.values()):
+            if no in self._by_no:
                 raise ValueError(f"item {no!r} exists")
             item = Item(
                 id=self._next_id("item", 2100),
@@ -193,6 +199,7 @@ class AccurateModel:
                 upc_no=upc_no,
             )
             self.items[item.id] = item
+            self._by_no[no] = item
             return item
 
     def load_catalogue(self, names: Iterable[str], items: Iterable[ItemSpec]) -> None:
@@ -226,6 +233,9 @@ class AccurateModel:
             return warehouse
 
     def item_by_no(self, no: str) -> Item:
+        indexed = self._by_no.get(no)
+        if indexed is not None and indexed.no == no:
+            return indexed
         for item in self.items.values():
             if item.no == no:
                 return item
@@ -422,6 +432,8 @@ class AccurateModel:
                 self._pending.remove(doc)
                 doc.committed = True
                 self._apply_effects(doc)
+                for listener in self.commit_listeners:
+                    listener(doc)
 
     def _apply_effects(self, doc: Document) -> None:
         doc.applied = effects(doc, self._view())
@@ -485,6 +497,7 @@ class AccurateModel:
             key = (item_id, warehouse_id)
             self.stock[key] = self.stock.get(key, Decimal(0)) + delta
             self.touched.add(key)
+            self.stock_generation += 1
 
     def _reverse(self, changes: Iterable[Effect]) -> None:
         self._apply((i, w, -delta) for i, w, delta in changes)

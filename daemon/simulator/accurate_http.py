@@ -62,6 +62,7 @@ class AccurateService:
         self.model = model
         self.auth = auth
         self._data_urls = data_urls
+        self._item_rows: dict[int, tuple[tuple[Any, ...], Row]] = {}
 
     @property
     def current_host_url(self) -> str:
@@ -156,8 +157,29 @@ class AccurateService:
 
     # ----------------------------------------------------- items, warehouses
     def _item_list(self, request: Request) -> Response:
-        rows = [self.model.render_item(item) for item in self.model.items.values()]
+        rows = [self._item_row(item) for item in self.model.items.values()]
         return self._list(request, "item", rows, _ITEM_FILTERS)
+
+    def _item_row(self, item: Item) -> Row:
+        """The item's list row, rendered again only when it or any stock changed
+        (paging a large catalogue renders every row for every page)."""
+        version = (
+            self.model.stock_generation,
+            item.opt_lock,
+            item.last_update,
+            item.no,
+            item.name,
+            item.item_type,
+            item.unit,
+            item.suspended,
+            item.upc_no,
+        )
+        cached = self._item_rows.get(item.id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        row = self.model.render_item(item)
+        self._item_rows[item.id] = (version, row)
+        return row
 
     def _item_detail(self, request: Request) -> Response:
         item = self._find_item(request.params())
@@ -166,6 +188,10 @@ class AccurateService:
         return json_response({"s": True, "d": self.model.render_item_detail(item)})
 
     def _find_item(self, params: dict[str, str]) -> Item | None:
+        wanted = _int_or_none(params.get("id") or "")
+        by_id = self.model.items.get(wanted) if wanted is not None else None
+        if by_id is not None and params.get("id") == str(by_id.id):
+            return by_id
         for item in self.model.items.values():
             if params.get("id") == str(item.id) or params.get("no") == item.no:
                 return item
@@ -189,14 +215,17 @@ class AccurateService:
         except NotFoundError:
             return failure(WAREHOUSE_NOT_FOUND)
         self.model.commit_due()
-        rows = [
-            self._stock_row(item, warehouses)
+        touched = self._touched_items(warehouses)
+        listed = [
+            item
             for item in self.model.items.values()
-            if item.item_type == "INVENTORY" and self._listed(item, warehouses)
+            if item.item_type == "INVENTORY" and (touched is None or item.id in touched)
         ]
         config = self.model.config.accurate
-        page = page_of(rows, params, config.default_page_size, config.max_page_size)
-        return json_response({"s": True, "d": page.rows, "sp": page.sp})
+        page = page_of(listed, params, config.default_page_size, config.max_page_size)
+        # Only the page is rendered: a large catalogue is paged many times.
+        rows = [self._stock_row(item, warehouses) for item in page.rows]
+        return json_response({"s": True, "d": rows, "sp": page.sp})
 
     def _stock_warehouses(self, params: dict[str, str]) -> list[Warehouse]:
         if params.get("warehouseId"):
@@ -208,10 +237,12 @@ class AccurateService:
             return [self.model.warehouse_by_name(params["warehouseName"])]
         return list(self.model.warehouses.values())
 
-    def _listed(self, item: Item, warehouses: list[Warehouse]) -> bool:
+    def _touched_items(self, warehouses: list[Warehouse]) -> set[int] | None:
+        """Items with recorded stock in `warehouses`; None when all are listed."""
         if not self.model.config.accurate.list_stock_omits_untouched:
-            return True
-        return any((item.id, wh.id) in self.model.touched for wh in warehouses)
+            return None
+        ids = {wh.id for wh in warehouses}
+        return {item for item, wh in self.model.touched if wh in ids}
 
     def _stock_row(self, item: Item, warehouses: list[Warehouse]) -> Row:
         quantity = self._on_hand(item, warehouses)

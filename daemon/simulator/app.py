@@ -9,6 +9,7 @@ are not traffic of either service.
 from __future__ import annotations
 
 import email.utils
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -48,6 +49,7 @@ ServiceHandler = Callable[[Request, list[FaultAction]], Response]
 
 _HTML_ERROR = b"<html><head><title>502 Bad Gateway</title></head><body></body></html>"
 _HOLD_POLL_S = 0.01
+_BUSINESS_IDLE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,7 @@ class Simulator:
         async with anyio.create_task_group() as group:
             for listener in listeners:
                 group.start_soon(listener.serve, name=f"sim-{listener.name}")
-            if self.config.business_steps_per_minute > 0:
-                group.start_soon(self._business_loop, name="sim-business")
+            group.start_soon(self._business_loop, name="sim-business")
             try:
                 yield self
             finally:
@@ -168,9 +169,16 @@ class Simulator:
             stack.close()
 
     async def _business_loop(self) -> None:
+        """Merchant activity at `business_steps_per_minute`, read before each
+        step so a test may start, change or pause it (0) while serving."""
         while True:
-            await anyio.sleep(60.0 / self.config.business_steps_per_minute)
-            self.business.step()
+            rate = self.config.business_steps_per_minute
+            if rate <= 0:
+                await anyio.sleep(_BUSINESS_IDLE_S)
+                continue
+            await anyio.sleep(60.0 / rate)
+            if self.config.business_steps_per_minute > 0:
+                self.business.step()
 
     # ---------------------------------------------------------- observation
     def snapshot(self) -> Snapshot:
@@ -234,7 +242,9 @@ class Simulator:
     async def _serve(
         self, service: str, request: Request, handler: ServiceHandler
     ) -> Response:
-        entry = self.requests.begin(service, request.path, request.method)
+        entry = self.requests.begin(
+            service, request.path, request.method, request.listener
+        )
         try:
             await self._hold_for_triggers(service, request)
         except BaseException:
@@ -327,7 +337,9 @@ class Simulator:
 
     def _retry_after(self, seconds: int, form: str) -> tuple[str, str]:
         if form == "http-date":
-            moment = self.accurate_auth.server_time() + seconds
+            # Rounded up: an HTTP-date has whole seconds, and a date rounded
+            # down would invite the client back before `seconds` are over.
+            moment = math.ceil(self.accurate_auth.server_time()) + seconds
             return ("Retry-After", email.utils.formatdate(moment, usegmt=True))
         return ("Retry-After", str(seconds))
 
@@ -383,9 +395,14 @@ class Simulator:
         return json_response(body, status=status, headers=headers)
 
     def _other_host(self, request: Request) -> Response:
+        """The database moves to the next data host, which then serves it;
+        the host asked answers 308 now and on every later request."""
         names = [listener.name for listener in self._data]
-        here = names.index(request.listener) if request.listener in names else -1
-        target = self._data[(here + 1) % len(self._data)]
+        with self.lock:
+            if request.listener in names:
+                here = names.index(request.listener)
+                self.accurate.current_host = (here + 1) % len(self._data)
+            target = self._data[self.accurate.current_host]
         return redirect(request, target.url)
 
 

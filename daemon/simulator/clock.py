@@ -9,6 +9,7 @@ with its own real clock.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -79,6 +80,9 @@ def format_date(day: date) -> str:
     return day.strftime(DATE_FORMAT)
 
 
+# Cached: a list filtered or sorted on lastUpdate parses every row, and a
+# large catalogue shares few distinct stamps.
+@functools.lru_cache(maxsize=1 << 16)
 def parse_last_update(text: str) -> datetime:
     """Parse `dd/MM/yyyy HH:mm:ss` exactly; strptime alone accepts `1/2/2026`."""
     parsed = datetime.strptime(text, LAST_UPDATE_FORMAT)  # noqa: DTZ007 wall clock

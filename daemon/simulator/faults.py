@@ -30,7 +30,7 @@ ActionKind = Literal[
     "truncate",  # the normal answer, body cut short
     "non_json",  # an HTML page instead of JSON
     "accurate_error",  # HTTP `status` (200) with {"s":false,"d":[text]}
-    "redirect_other_host",  # 308 to the other Accurate data host
+    "redirect_other_host",  # the database moves to the next data host: 308
     "revoked_token",  # API token refused as revoked
     "timestamp_skew",  # API token timestamp refused as too far off
     "session_expired",  # OAuth X-Session-ID refused

@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote_plus
 
 from daemon.simulator.clock import parse_date, parse_last_update
 
 Row = dict[str, Any]
 Convert = Callable[[str], Any]
+T = TypeVar("T")
 
 
 class ListError(ValueError):
@@ -60,8 +61,8 @@ class Filter:
 
 
 @dataclass(frozen=True)
-class Page:
-    rows: list[Row]
+class Page(Generic[T]):
+    rows: list[T]
     sp: dict[str, Any]
 
 
@@ -178,8 +179,8 @@ def _sort_key(name: str) -> Callable[[Row], tuple[int, Any]]:
 
 
 def page_of(
-    rows: list[Row], params: dict[str, str], default_size: int, max_size: int
-) -> Page:
+    rows: list[T], params: dict[str, str], default_size: int, max_size: int
+) -> Page[T]:
     """Slice one page; a page past the end is empty. The size is capped
     silently (reference §5: no documented maximum)."""
     page = max(1, _int(params.get("sp.page"), 1))

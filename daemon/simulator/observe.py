@@ -21,6 +21,7 @@ class LoggedRequest:
     status: int | None = None  # None when no complete answer was sent
     limited: bool = False  # refused by the simulated rate limiter
     fault: str | None = None  # the fault action applied, if any
+    listener: str = ""  # which listener (host) received it
 
 
 class RequestLog:
@@ -31,11 +32,18 @@ class RequestLog:
         self._entries: list[LoggedRequest] = []
         self._seq = 0
 
-    def begin(self, service: str, endpoint: str, method: str) -> LoggedRequest:
+    def begin(
+        self, service: str, endpoint: str, method: str, listener: str = ""
+    ) -> LoggedRequest:
         with self._lock:
             self._seq += 1
             entry = LoggedRequest(
-                self._seq, service, endpoint, method, time.monotonic()
+                self._seq,
+                service,
+                endpoint,
+                method,
+                time.monotonic(),
+                listener=listener,
             )
             self._entries.append(entry)
         return entry

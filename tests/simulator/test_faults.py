@@ -118,12 +118,16 @@ async def test_accurate_errors_at_http_200(
 async def test_redirect_to_other_host(
     sim: Simulator, accurate: httpx.AsyncClient
 ) -> None:
-    """The 308 fault points at the other data host, path and query kept."""
+    """The 308 fault moves the database to the other data host and points
+    there, path and query kept; the old host goes on answering 308."""
     sim.install_faults(_once(FaultAction("redirect_other_host"), count=1))
     response = await accurate.get("/item/list.do?fields=id,no")
+    again = await accurate.get("/item/list.do?fields=id,no")
     target = sim.accurate_data_urls[1] + "/accurate/api/item/list.do?fields=id,no"
-    assert response.status_code == 308
+    assert response.status_code == again.status_code == 308
     assert response.headers["Location"] == target
+    assert sim.accurate.current_host == 1
+    assert {e.listener for e in sim.requests.entries()} == {"accurate-data-1"}
 
 
 async def test_transport_faults(sim: Simulator, accurate: httpx.AsyncClient) -> None:
