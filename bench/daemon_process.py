@@ -1,8 +1,10 @@
 """The daemon as the benchmark runs it: its own process, a config file, a state file.
 
 Each run is measured from outside the process: wall time from spawn to exit,
-CPU seconds and peak resident memory from the kernel's accounting of the
-reaped child (`wait4`), so nothing inside the daemon has to cooperate.
+CPU seconds from the kernel's accounting of the reaped child (`wait4`), peak
+resident memory from `VmHWM` in /proc/<pid>/status, read every 0.1 s while it
+runs. (`wait4`'s `ru_maxrss` would not do: it keeps the high-water mark of
+the forked copy of this process, simulator and all, from before the exec.)
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,6 +119,7 @@ def run(
             env=env,
         ) as process,
     ):
+        peak = _HighWater(process.pid)
         stdout = b""
         if until is None:
             assert process.stdout is not None
@@ -124,14 +128,44 @@ def run(
             until(process)
             process.send_signal(signal.SIGTERM)
         _, status, usage = os.wait4(process.pid, 0)
+        peak.stop()
         process.returncode = os.waitstatus_to_exitcode(status)
     return Outcome(
         exit_code=process.returncode,
         wall_s=time.monotonic() - started,
         cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        peak_rss_mb=peak.kib / 1024,
         stdout=stdout.decode("utf-8", "replace"),
     )
+
+
+class _HighWater:
+    """The largest VmHWM seen of a running process, sampled on a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.path = Path(f"/proc/{pid}/status")
+        self.kib = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self._read()
+            self._done.wait(0.1)
+
+    def _read(self) -> None:
+        try:
+            text = self.path.read_text()
+        except OSError:
+            return
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                self.kib = max(self.kib, int(line.split()[1]))
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def start_up_cpu_s() -> float:

@@ -11,8 +11,8 @@ set (a later change overtakes an earlier one).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from daemon.simulator.app import Simulator
@@ -20,12 +20,21 @@ from daemon.simulator.documents import Document
 
 Target = tuple[str, int]
 
+TRANS_DATE_KINDS = frozenset({"vendor-claim", "material-slip", "finished-good-slip"})
+"""Kinds 14, 16 and 17: no lastUpdate filter, listed by a transDate window."""
+TRANS_DATE_DAYS = 7
+
 
 @dataclass(frozen=True)
 class Change:
     target: Target
     value: int
     at: datetime
+    document: str
+    """Kind, transaction date and lastUpdate of the document that made it."""
+    out_of_window: bool
+    """A kind listed by transaction date, dated before the daemon's window:
+    by design left to the full sync (README, "The seventeen kinds")."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,10 @@ class Delays:
     p50_s: float
     p95_s: float
     max_s: float
+    undelivered: tuple[str, ...] = ()
+    """The documents behind changes never delivered."""
+    unexplained: int = 0
+    """Changes never delivered that no designed limit explains."""
 
 
 def offered(quantity: Decimal) -> int:
@@ -70,7 +83,16 @@ class DeliveryTracker:
             value = offered(model.stock.get((item_id, wh_id), Decimal(0)))
             if self.current.get(target, 0) != value:
                 self.current[target] = value
-                self.changes.append(Change(target, value, moment))
+                change = Change(
+                    target, value, moment, _describe(doc), self._out_of_window(doc)
+                )
+                self.changes.append(change)
+
+    def _out_of_window(self, doc: Document) -> bool:
+        today = self.sim.accurate.now_stamp().date()
+        return doc.kind in TRANS_DATE_KINDS and doc.trans_date < today - timedelta(
+            days=TRANS_DATE_DAYS
+        )
 
     def delays(self) -> Delays:
         pushes: dict[Target, list[tuple[datetime, int]]] = {}
@@ -83,7 +105,7 @@ class DeliveryTracker:
         for change in self.changes:
             later.setdefault(change.target, []).append(change)
 
-        seconds = []
+        seconds, missed, unexplained = [], set(), 0
         for change in self.changes:
             wanted = {c.value for c in later[change.target] if c.at >= change.at}
             arrival = next(
@@ -96,18 +118,30 @@ class DeliveryTracker:
             )
             if arrival is not None:
                 seconds.append((arrival - change.at).total_seconds())
-        return _summary(len(self.changes), sorted(seconds))
+            else:
+                missed.add(change.document)
+                unexplained += not change.out_of_window
+        delays = _summary(len(self.changes), sorted(seconds), tuple(sorted(missed)))
+        return replace(delays, unexplained=unexplained)
 
 
-def _summary(changes: int, seconds: list[float]) -> Delays:
+def _describe(doc: Document) -> str:
+    return (
+        f"{doc.kind} dated {doc.trans_date:%d/%m/%Y}, "
+        f"lastUpdate {doc.last_update:%d/%m/%Y %H:%M:%S}"
+    )
+
+
+def _summary(changes: int, seconds: list[float], missed: tuple[str, ...]) -> Delays:
     if not seconds:
-        return Delays(changes, 0, math.nan, math.nan, math.nan)
+        return Delays(changes, 0, math.nan, math.nan, math.nan, missed)
     return Delays(
         changes,
         len(seconds),
         _percentile(seconds, 50),
         _percentile(seconds, 95),
         seconds[-1],
+        missed,
     )
 
 

@@ -611,6 +611,8 @@ class Workers:
             if engine.accurate.holding_back():
                 # Refused credentials or an outage: every read would fail at
                 # once; the first poll after the client's hold tries again.
+                # What is queued already still goes to Forstok.
+                self.pushes.request()
                 continue
             with self.shutdown.unit("poll"):
                 fresh_context()

@@ -1,4 +1,4 @@
-"""Helpers for the sync-guarantee tests: case catalogues, engines, kill points.
+"""Helpers for the sync-guarantee tests: case catalogues, engines, held requests.
 
 The cases in `../shared/cases/` are written with small named items (`A@GDG-1 =
 10`) and `lastUpdate` values on 1 February 2026, WIB. A case catalogue holds
@@ -160,20 +160,6 @@ async def while_held(
         await wait_for(trigger)
         meanwhile()
         trigger.release()
-
-
-async def killed_at(trigger: Trigger, work: Awaitable[Any]) -> None:
-    """Run `work` until the trigger's request arrives, then cancel it: for the
-    state file, the same as a SIGKILL at that point (writes are shielded)."""
-    async with anyio.create_task_group() as tg:
-
-        async def run() -> None:
-            await work
-
-        tg.start_soon(run)
-        await wait_for(trigger)
-        tg.cancel_scope.cancel()
-    trigger.release()
 
 
 def state_rows(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:

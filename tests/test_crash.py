@@ -49,12 +49,16 @@ def crash_config(
 
 
 def wait_until(
-    condition: Callable[[], bool], timeout: float, daemon: DaemonProcess
+    condition: Callable[[], bool],
+    timeout: float,
+    daemon: DaemonProcess,
+    state: Callable[[], str] = lambda: "",
 ) -> None:
+    """Wait for `condition` while the daemon runs; on timeout, say `state()`."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert daemon.running, f"daemon exited\n{daemon.tail()}"
-        assert time.monotonic() < deadline, f"gave up after {timeout} s"
+        assert time.monotonic() < deadline, f"gave up after {timeout} s {state()}"
         time.sleep(0.05)
 
 
@@ -262,10 +266,7 @@ def converge_after_chaos(sim: Simulator, daemons: Daemons, config: Path) -> None
     daemon.wait_for("daemon_started", timeout=20)
     daemon.send(signal.SIGHUP)
     daemon.wait_for("full_sync_finished", timeout=40)
-    try:
-        wait_until(lambda: not mismatches(sim), 20, daemon)
-    finally:
-        print("mismatches", mismatches(sim))
+    wait_until(lambda: not mismatches(sim), 20, daemon, lambda: str(mismatches(sim)))
     assert daemon.stop() == 0
 
 

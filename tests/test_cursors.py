@@ -394,9 +394,7 @@ async def test_filter_accurate_ignores_is_noticed_and_applied_on_our_side(
     """When the list ignores `filter.lastUpdate`, rows outside the window are
     dropped on our side, the fact is logged once, and each document is still
     read exactly once."""
-    sim.config.accurate.kinds_without_last_update_filter = frozenset(
-        {"sales-invoice"}
-    )
+    sim.config.accurate.kinds_without_last_update_filter = frozenset({"sales-invoice"})
     async with engine_for(sim, tmp_path) as h:
         await settle(h)
         sell(sim, "SI-1", "A", 1, "01/02/2026 09:00:00")

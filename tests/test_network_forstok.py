@@ -39,10 +39,13 @@ class Synced:
     sim: Simulator
     engine: Engine
 
-    async def poll_after_sale(self, action: FaultAction, **window: int) -> LogEvents:
+    async def poll_after_sale(
+        self, action: FaultAction | None, **window: int
+    ) -> LogEvents:
         """Sell SKU-001, make the next push meet `action`, poll once."""
         sell(self.sim)
-        self.sim.install_faults(plan(action, "forstok", PUSH, **window))
+        if action is not None:
+            self.sim.install_faults(plan(action, "forstok", PUSH, **window))
         self.sim.requests.reset()
         with capture_logs() as logs:
             await self.engine.poll()
@@ -128,7 +131,7 @@ async def test_expired_token_is_renewed_once(synced: Synced) -> None:
     """A token Forstok stopped accepting costs one 401 and one new token."""
     synced.sim.forstok.expire_tokens()
 
-    await synced.poll_after_sale(FaultAction("delay", seconds=0.0))
+    await synced.poll_after_sale(None)
 
     assert synced.push_statuses() == [401, 200]
     assert synced.sim.requests.count("forstok", AUTH) == 1
