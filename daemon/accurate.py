@@ -49,7 +49,7 @@ from daemon.http import (
     Retrier,
     Timebase,
     log_exchange,
-    make_timeout,
+    make_http_client,
     network_error,
     retry_after_of,
     server_time,
@@ -464,15 +464,8 @@ class AccurateClient:
             timebase=self._time,
             rng=rng or random.Random(),
         )
-        self._http = httpx.AsyncClient(
-            transport=transport,
-            timeout=make_timeout(settings.timeout),
-            limits=httpx.Limits(
-                max_connections=settings.max_in_flight,
-                max_keepalive_connections=settings.max_in_flight,
-            ),
-            follow_redirects=False,
-            headers={"User-Agent": "stocksync"},
+        self._http = make_http_client(
+            transport, settings.timeout, settings.max_in_flight
         )
 
     async def aclose(self) -> None:

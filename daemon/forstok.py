@@ -35,7 +35,7 @@ from daemon.http import (
     Retrier,
     Timebase,
     log_exchange,
-    make_timeout,
+    make_http_client,
     network_error,
     retry_after_of,
     server_time,
@@ -127,18 +127,8 @@ class ForstokClient:
             timebase=self._time,
             rng=rng or random.Random(),
         )
-        # The pool holds no more connections than requests may be in flight,
-        # so a connection leaked by a cancelled request shows up at once as
-        # a pool timeout rather than after a hundred of them (C26).
-        self._http = httpx.AsyncClient(
-            transport=transport,
-            timeout=make_timeout(settings.timeout),
-            limits=httpx.Limits(
-                max_connections=A.FORSTOK_MAX_IN_FLIGHT,
-                max_keepalive_connections=A.FORSTOK_MAX_IN_FLIGHT,
-            ),
-            follow_redirects=False,
-            headers={"User-Agent": "stocksync"},
+        self._http = make_http_client(
+            transport, settings.timeout, A.FORSTOK_MAX_IN_FLIGHT
         )
 
     async def aclose(self) -> None:

@@ -253,6 +253,25 @@ def make_timeout(seconds: float) -> httpx.Timeout:
     )
 
 
+def make_http_client(
+    transport: httpx.AsyncBaseTransport | None, timeout_s: float, connections: int
+) -> httpx.AsyncClient:
+    """The HTTP client both services use: every timeout set, no redirects
+    followed (a 308 is Accurate's "database moved" and is handled by hand),
+    and a pool no larger than the requests allowed in flight, so that a
+    connection leaked by a cancelled request shows up at once as a pool
+    timeout rather than after a hundred of them (C26)."""
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=make_timeout(timeout_s),
+        limits=httpx.Limits(
+            max_connections=connections, max_keepalive_connections=connections
+        ),
+        follow_redirects=False,
+        headers={"User-Agent": "stocksync"},
+    )
+
+
 def network_error(
     service: str, endpoint: str, exc: httpx.HTTPError
 ) -> ServiceUnavailable:
