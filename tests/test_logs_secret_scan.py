@@ -40,8 +40,19 @@ def test_a_test_whose_output_shows_a_secret_fails(tmp_path: Path) -> None:
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_leaks.py").write_text(LEAKING_SUITE)
 
+    # -rN: the short summary quotes each failure again, and how much of it
+    # fits depends on the terminal width of whoever runs the suite.
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "harness",
+        "-p",
+        "no:cacheprovider",
+    ]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "harness", "-p", "no:cacheprovider"],
+        [*command, "-rN"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(TESTS)},
         capture_output=True,
