@@ -8,6 +8,7 @@ values are wrapped in `Secret`, whose repr never shows the value.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import stat
@@ -236,29 +237,56 @@ class _Reader:
         """Replace `${VAR}` with the environment or a systemd credential."""
         if not isinstance(value, str):
             return value
-        missing: list[str] = []
-
-        def substitute(match: re.Match[str]) -> str:
-            found = lookup_reference(match.group(1), self.environ)
-            if found is None:
-                missing.append(match.group(1))
-                return ""
-            return found
-
-        resolved = _ENV_REF.sub(substitute, value)
-        if missing:
-            for name in missing:
-                self.problem(
-                    key,
-                    f"${{{name}}} is not set: export {name} in the environment "
-                    "or provide it as a systemd credential of that name",
-                )
+        names = dict.fromkeys(_ENV_REF.findall(value))
+        found = {name: self._reference(key, name) for name in names}
+        if None in found.values():
             raise _Unresolved
-        return resolved
+        return _ENV_REF.sub(lambda match: str(found[match.group(1)]), value)
+
+    def _reference(self, key: str, name: str) -> str | None:
+        """A reference's value; None, with the problem recorded, when it is
+        missing, empty or unreadable. No problem ever shows the value."""
+        ref = f"${{{name}}}"
+        try:
+            found = lookup_reference(name, self.environ)
+        except UnicodeDecodeError:
+            self.problem(
+                key,
+                f"{ref}: the systemd credential {name} is not UTF-8 text; "
+                "write it again as UTF-8",
+            )
+            return None
+        except OSError as exc:
+            self.problem(
+                key,
+                f"{ref}: the systemd credential {name} cannot be read "
+                f"({exc.strerror}); check the LoadCredential= line for it",
+            )
+            return None
+        if found is None:
+            self.problem(
+                key,
+                f"{ref} is not set: export {name} in the environment "
+                "or provide it as a systemd credential of that name",
+            )
+            return None
+        if not found.strip():
+            self.problem(key, _empty_reference(name, self.environ))
+            return None
+        return found
 
 
 class _Unresolved(Exception):
     """A `${VAR}` reference could not be resolved; the problem is recorded."""
+
+
+def _empty_reference(name: str, environ: Mapping[str, str]) -> str:
+    if name in environ:
+        return (
+            f"${{{name}}} is set but empty: export {name} with the value, or "
+            "unset it to use the systemd credential of that name"
+        )
+    return f"${{{name}}}: the systemd credential {name} is empty: write the value in it"
 
 
 def lookup_reference(name: str, environ: Mapping[str, str]) -> str | None:
@@ -275,10 +303,7 @@ def lookup_reference(name: str, environ: Mapping[str, str]) -> str | None:
 
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate a config file; raise ConfigError listing every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
+    text = _read_config_text(path)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -290,6 +315,41 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
 
     settings = parse_settings(raw, os.environ if environ is None else environ)
     return _with_source(settings, path)
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text, or a ConfigError naming the file and the fix."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        reason, fix = _unreadable(exc)
+        raise ConfigError([f"{path}: cannot read ({reason}); {fix}"]) from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([_not_utf8(path, data, exc)]) from exc
+
+
+def _unreadable(exc: OSError) -> tuple[str, str]:
+    """Why a file could not be read, and what to do about it."""
+    if isinstance(exc, IsADirectoryError):
+        return "it is a directory", "name the YAML file itself"
+    if isinstance(exc, PermissionError):
+        return "permission denied", (
+            f"give the user stocksync runs as (uid {os.getuid()}) read access to it"
+        )
+    return str(exc.strerror), "check --config or $STOCKSYNC_CONFIG"
+
+
+def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError) -> str:
+    # The position only, never the bytes: they may be part of a secret.
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+    return (
+        f"{path}: not UTF-8 text (byte {exc.start + 1}, line {line}, column "
+        f"{column}); save the file as UTF-8 (for example: iconv -f latin1 "
+        "-t utf-8), as stocksync reads only that"
+    )
 
 
 def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -559,16 +619,25 @@ def _non_negative_int(value: object) -> int:
     return value
 
 
+def _number(value: object) -> float | None:
+    """A finite number from YAML, else None (YAML also has .nan and .inf)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def _positive_float(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    number = _number(value)
+    if number is None or number <= 0:
         raise TypeError("expected a number greater than 0")
-    return float(value)
+    return number
 
 
 def _percent(value: object) -> float:
-    number = _positive_float(value)
-    if number > 100:
-        raise ValueError("expected a percentage between 0 and 100")
+    # 0 is valid: it offers nothing, as `max: 0` does, to pause a warehouse.
+    number = _number(value)
+    if number is None or not 0 <= number <= 100:
+        raise ValueError("expected a percentage from 0 to 100, where 0 offers nothing")
     return number
 
 

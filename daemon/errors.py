@@ -2,6 +2,7 @@
 
     StocksyncError
     ├── ConfigError            bad configuration: report every problem, exit 78
+    │   └── StateUnusable      the state file or its directory cannot be used
     ├── InstanceLocked         another process holds the state file: exit 75
     └── ServiceError           a call to Accurate or Forstok failed
         ├── RetriableError     temporary: back off and try again
@@ -30,6 +31,26 @@ class ConfigError(StocksyncError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+class StateUnusable(ConfigError):
+    """`state_path` names a file stocksync cannot use: corrupt, not a database,
+    unreadable, or in a place that is not a writable directory.
+
+    A ConfigError, so that it exits 78 like one: systemd does not restart on
+    78 (RestartPreventExitStatus), and no restart can mend a broken file or a
+    wrong path. Only the operator can, and the message says how.
+    """
+
+    def __init__(self, path: str, problem: str, action: str) -> None:
+        self.path = path
+        self.problem = problem
+        self.action = action
+        line = f"state_path: {path}: {problem}; {action}"
+        self.problems = [line]
+        # One line, not ConfigError's "invalid configuration:" list: the
+        # file may be perfectly valid, and the state is what must be fixed.
+        StocksyncError.__init__(self, line)
 
 
 class InstanceLocked(StocksyncError):

@@ -9,10 +9,15 @@ held is always asked of the kernel, never read from the file.
 
 The file is never deleted. Unlinking it would let a newcomer lock a fresh
 inode while the old holder still holds the unlinked one.
+
+The lock sits beside the state file's real path, with symlinks and `..`
+resolved: two spellings of one file must meet at one lock, or two daemons
+would sync the same state at once.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -25,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from daemon.errors import InstanceLocked
+from daemon.errors import InstanceLocked, StateUnusable
 
 # A `status` probe takes the lock shared for a few microseconds; trying again
 # for a moment keeps such a probe from making the daemon refuse to start.
@@ -33,6 +38,9 @@ DEFAULT_WAIT = 1.0
 _POLL = 0.05
 _MAX_TEXT = 4096
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
+# Failures to create the lock file that may pass by themselves; any other
+# means the path is wrong or forbidden, which only the operator can fix.
+_PASSING = (errno.ENOSPC, errno.EDQUOT, errno.EINTR, errno.EAGAIN)
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,8 @@ class Holder:
 
 
 def lock_path(state_path: Path | str) -> Path:
-    """The lock file that guards a state file."""
-    path = Path(state_path)
+    """The lock file that guards a state file, beside its real path."""
+    path = Path(os.path.realpath(state_path))
     return path.with_name(path.name + ".lock")
 
 
@@ -72,6 +80,7 @@ class InstanceLock:
     """
 
     def __init__(self, state_path: Path | str, *, wait: float = DEFAULT_WAIT) -> None:
+        self.state_path = Path(state_path)
         self.path = lock_path(state_path)
         self._wait = wait
         self._fd: int | None = None
@@ -85,8 +94,7 @@ class InstanceLock:
     def acquire(self) -> Holder:
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already held by this InstanceLock")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+        fd = self._open()
         try:
             self._lock_or_raise(fd)
             holder = _this_process()
@@ -121,6 +129,21 @@ class InstanceLock:
     ) -> None:
         self.release()
 
+    def _open(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+        except OSError as error:
+            if error.errno in _PASSING:
+                raise
+            raise StateUnusable(
+                str(self.state_path),
+                f"its lock file {self.path} cannot be created ({error.strerror})",
+                f"give the user stocksync runs as (uid {os.getuid()}) write access "
+                "to the directory, or point state_path at a file in a directory "
+                "it may write (under systemd: ${STATE_DIRECTORY}/state.sqlite3)",
+            ) from error
+
     def _lock_or_raise(self, fd: int) -> None:
         deadline = time.monotonic() + self._wait
         while not _try_lock(fd, fcntl.LOCK_EX):
@@ -138,8 +161,8 @@ def read_holder(state_path: Path | str) -> Holder | None:
     """
     try:
         fd = os.open(lock_path(state_path), os.O_RDONLY | _OPEN_FLAGS)
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # no lock file can be there, so nobody holds it
     try:
         if _try_lock(fd, fcntl.LOCK_SH):
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -17,11 +17,20 @@ operator's command) numbers from its own counter.
 Every write transaction starts with BEGIN IMMEDIATE, so it takes the write
 lock up front instead of failing on a lock upgrade (C24), and runs shielded
 from cancellation, so it commits or rolls back whole.
+
+A state file that cannot be used (damaged, not a database, unreadable, or
+in a place that is not a writable directory) is reported as StateUnusable,
+naming `state_path` and what to do, never as a bare SQLite error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import sqlite3
+import stat
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,6 +41,7 @@ from typing import Any
 import aiosqlite
 import anyio
 
+from daemon.errors import StateUnusable
 from daemon.kinds import Pair
 from daemon.mapping import Item, Override, normalize_sku
 from daemon.timefmt import iso_utc, parse_last_update, utc_now
@@ -256,11 +266,27 @@ class State:
 
     @classmethod
     async def open(cls, path: Path) -> State:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        state = cls(db, path)
-        await state._prepare()
+        """Open the state file, creating it and its directory if need be.
+
+        Raises StateUnusable when the file or its place cannot be used. On
+        any failure the connection is closed again: its worker thread is no
+        daemon thread, and left running it keeps the process from exiting.
+        """
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            _raise_if_unusable(path, error)
+            raise
+        try:
+            db.row_factory = aiosqlite.Row
+            state = cls(db, path)
+            await state._prepare()
+        except BaseException as error:
+            await _close_quietly(db)
+            if isinstance(error, OSError | sqlite3.Error):
+                _raise_if_unusable(path, error)
+            raise
         return state
 
     async def close(self) -> None:
@@ -564,6 +590,15 @@ class State:
             await db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('forstok_export', ?)", (source,)
             )
+
+    async def clear_forstok_skus(self) -> None:
+        """Forget the imported export: each item's number is its SKU again.
+
+        One transaction, so that a poll never sees the export half gone."""
+        async with self.write() as db:
+            await _bump_mapping_version(db)
+            await db.execute("DELETE FROM forstok_sku")
+            await db.execute("DELETE FROM meta WHERE key = 'forstok_export'")
 
     # -- refresh: pending pairs to readings ------------------------------------
 
@@ -907,6 +942,16 @@ class State:
                 ("poll", "poll"),
             )
 
+    async def newest_run(self, run_type: str) -> dict[str, Any] | None:
+        """The run of this type started last, finished or not. A process
+        killed mid-run (SIGKILL, the OOM killer, a watchdog) leaves its run
+        without `finished_at` or `outcome`."""
+        rows = await self._rows(
+            "SELECT * FROM run WHERE type = ? ORDER BY started_at DESC LIMIT 1",
+            (run_type,),
+        )
+        return dict(rows[0]) if rows else None
+
     async def last_runs(self) -> dict[str, dict[str, Any]]:
         rows = await self._rows(
             "SELECT * FROM run WHERE finished_at IS NOT NULL ORDER BY started_at"
@@ -1002,3 +1047,142 @@ def _outcome_text(record: PushRecord) -> str:
 def _chunks(values: Sequence[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(values), size):
         yield list(values[start : start + size])
+
+
+# -- a state file that cannot be used -------------------------------------------
+
+_DAMAGED = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+_NO_ACCESS = (
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_PERM,
+    sqlite3.SQLITE_AUTH,
+)
+_PLACE_ACTION = (
+    "point state_path at a file in a directory the daemon may write "
+    "(under systemd: ${STATE_DIRECTORY}/state.sqlite3)"
+)
+
+
+def check_state_path(path: Path) -> None:
+    """Raise StateUnusable unless `path` can serve as the state file.
+
+    It creates nothing, so read-only commands may call it first: a wrong path
+    or a damaged file then stops every command with one clear line (exit 78)
+    before any work, instead of a crash once the daemon is up. What it cannot
+    foresee, `State.open` still reports the same way.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        _check_directory(path)
+        return
+    except OSError as error:
+        _raise_if_unusable(path, error)
+        raise
+    if stat.S_ISDIR(info.st_mode):
+        raise StateUnusable(
+            str(path),
+            "is a directory",
+            f"name a file in it, such as {path / 'state.sqlite3'}",
+        )
+    _check_directory(path)
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise _no_access(path, "this user may not read and write it")
+    _check_database(path)
+
+
+def _check_directory(path: Path) -> None:
+    """The nearest existing directory on the way must be one we may write:
+    SQLite keeps its -wal and -shm files beside the state file."""
+    base = path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise StateUnusable(str(path), f"{base} is not a directory", _PLACE_ACTION)
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise _no_access(path, f"this user may not write the directory {base}")
+
+
+def _check_database(path: Path) -> None:
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as error:
+        _raise_if_unusable(path, error)
+        # Anything else (a lock held during crash recovery) is transient:
+        # `State.open` meets it again and waits or reports it.
+
+
+def _raise_if_unusable(path: Path, error: OSError | sqlite3.Error) -> None:
+    """Raise StateUnusable for an error that says the file cannot be used.
+    Others (a busy lock, a full disk) the caller re-raises as they are: they
+    may pass, and a restart may then succeed."""
+    if isinstance(error, OSError):
+        found = _from_os(path, error)
+    else:
+        found = _from_sqlite(path, error)
+    if found is not None:
+        raise found from error
+
+
+def _from_sqlite(path: Path, error: sqlite3.Error) -> StateUnusable | None:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    primary = code & 0xFF  # extended codes carry the primary in the low byte
+    if primary in _DAMAGED:
+        what = "is not a SQLite database" if primary == _DAMAGED[0] else "is damaged"
+        return StateUnusable(
+            str(path),
+            f"{what} ({error})",
+            f"restore it from a backup, or move it aside together with any "
+            f"{path.name}-wal and {path.name}-shm beside it; a new state file "
+            "starts with a full sync",
+        )
+    if primary in _NO_ACCESS:
+        return _no_access(path, f"cannot be opened for writing ({error})")
+    if primary == sqlite3.SQLITE_IOERR:
+        return StateUnusable(
+            str(path),
+            f"cannot be read or written ({error})",
+            "check the disk (dmesg) and the file's permissions, then restart",
+        )
+    return None
+
+
+def _from_os(path: Path, error: OSError) -> StateUnusable | None:
+    # EEXIST: mkdir met a file where a directory of the path should be.
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):
+        blocker = _first_non_directory(path)
+        return StateUnusable(str(path), f"{blocker} is not a directory", _PLACE_ACTION)
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return _no_access(path, f"cannot be created or written ({error.strerror})")
+    if error.errno in (errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG):
+        return StateUnusable(
+            str(path), f"cannot be used ({error.strerror})", _PLACE_ACTION
+        )
+    return None  # a full disk and the like: they may pass
+
+
+def _first_non_directory(path: Path) -> Path:
+    for ancestor in reversed(path.parents):
+        if ancestor.exists() and not ancestor.is_dir():
+            return ancestor
+    return path.parent
+
+
+def _no_access(path: Path, problem: str) -> StateUnusable:
+    return StateUnusable(
+        str(path),
+        problem,
+        f"give the user stocksync runs as (uid {os.getuid()}) read and write "
+        "access to the file and its directory, or " + _PLACE_ACTION,
+    )
+
+
+async def _close_quietly(db: aiosqlite.Connection) -> None:
+    """Close after a failed open; the error that made us close is the news."""
+    with anyio.CancelScope(shield=True), contextlib.suppress(sqlite3.Error):
+        await db.close()

@@ -1,0 +1,212 @@
+"""A state file stocksync cannot use: every command says so and exits.
+
+A damaged or foreign state file, or a `state_path` in a place that is not a
+writable directory, must end every command (the daemon included) with one
+line naming `state_path`, the path and the fix, and exit status 78, which
+the systemd unit does not restart on. Before, the command printed a
+traceback and then never exited: the SQLite connection's worker thread,
+never closed, kept the process alive.
+
+Each command runs as a real `python -m daemon` process with a timeout: a
+hang fails the test instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+import yaml
+from daemon_support import REPO, complete_full_sync, daemon_config
+
+from daemon.errors import StateUnusable
+from daemon.simulator.app import Simulator
+from daemon.state import State
+
+pytestmark = pytest.mark.timeout(120)
+
+EX_CONFIG = 78
+COMMANDS = (
+    ("run",),
+    ("status",),
+    ("status", "--json"),
+    ("mapping",),
+    ("history", "SKU-001"),
+    ("retry",),
+    ("full-sync",),
+)
+AS_ROOT = os.geteuid() == 0
+
+
+def stocksync(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m daemon ARGS --config CONFIG`; a hang past 30 s fails."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "daemon", *args, "--config", str(config)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as hung:
+        raise AssertionError(f"stocksync {' '.join(args)} did not exit") from hung
+
+
+def assert_refused(
+    result: subprocess.CompletedProcess[str], path: Path, *fix: str
+) -> str:
+    """Exit 78, one `stocksync: state_path: PATH: ...` line, no traceback."""
+    assert result.returncode == EX_CONFIG, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "daemon_crashed" not in result.stdout
+    lines = [
+        line for line in result.stderr.splitlines() if line.startswith("stocksync:")
+    ]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"stocksync: state_path: {path}: "), lines[0]
+    for words in fix:
+        assert words in lines[0], lines[0]
+    return lines[0]
+
+
+def random_bytes(path: Path) -> None:
+    path.write_bytes(os.urandom(64 * 1024))
+
+
+def cut_in_half(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def zero_header(path: Path) -> None:
+    """The first page wiped, as a crashed copy or a bad disk leaves it."""
+    with path.open("r+b") as handle:
+        handle.write(b"\0" * 4096)
+
+
+@pytest.mark.parametrize(
+    "damage", [random_bytes, cut_in_half, zero_header], ids=lambda f: f.__name__
+)
+def test_damaged_state_stops_every_command_with_one_line(
+    sim: Simulator, tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    config = daemon_config(sim, tmp_path)
+    complete_full_sync(config)  # a real state, with every table in use
+    state = tmp_path / "state.sqlite3"
+    damage(state)
+    before = state.read_bytes()
+
+    for command in COMMANDS:
+        result = stocksync(config, *command)
+        line = assert_refused(result, state, "restore it from a backup", "move it")
+        assert "full sync" in line, line
+    assert state.read_bytes() == before, "a refused command changed the file"
+
+
+def test_state_under_a_regular_file_stops_every_command(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A path that fails for root too: a directory of it is a regular file."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    state = blocker / "state.sqlite3"
+    config = daemon_config(sim, tmp_path)
+    rewrite_state_path(config, state)
+
+    for command in COMMANDS:
+        result = stocksync(config, *command)
+        assert_refused(result, state, f"{blocker} is not a directory", "state_path")
+
+
+def test_state_path_naming_a_directory_is_refused(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "state-dir"
+    state.mkdir()
+    config = daemon_config(sim, tmp_path)
+    rewrite_state_path(config, state)
+
+    for command in (("run",), ("status",), ("retry",)):
+        result = stocksync(config, *command)
+        assert_refused(result, state, "is a directory", "state.sqlite3")
+
+
+@pytest.mark.skipif(AS_ROOT, reason="root ignores permission bits")
+def test_state_directory_without_write_permission_is_refused(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    directory = tmp_path / "locked"
+    directory.mkdir()
+    state = directory / "state.sqlite3"
+    config = daemon_config(sim, tmp_path)
+    rewrite_state_path(config, state)
+    directory.chmod(0o500)
+    try:
+        for command in COMMANDS:
+            result = stocksync(config, *command)
+            assert_refused(result, state, "may not write", "state_path")
+    finally:
+        directory.chmod(0o700)
+
+
+@pytest.mark.skipif(AS_ROOT, reason="root ignores permission bits")
+def test_unreadable_state_file_is_refused(sim: Simulator, tmp_path: Path) -> None:
+    config = daemon_config(sim, tmp_path)
+    complete_full_sync(config)
+    state = tmp_path / "state.sqlite3"
+    state.chmod(0o000)
+    try:
+        for command in COMMANDS:
+            result = stocksync(config, *command)
+            assert_refused(result, state, "read and write", "state_path")
+    finally:
+        state.chmod(0o600)
+
+
+def test_a_failed_open_leaves_no_thread_behind(tmp_path: Path) -> None:
+    """`State.open` on a file that is not a database raises StateUnusable and
+    closes its connection: no worker thread may outlive the failure, or the
+    process could never exit."""
+    state = tmp_path / "state.sqlite3"
+    random_bytes(state)
+    before = set(threading.enumerate())
+
+    with pytest.raises(StateUnusable) as caught:
+        anyio.run(State.open, state)
+
+    assert caught.value.path == str(state)
+    assert "not a SQLite database" in str(caught.value)
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not left, f"threads left running: {left}"
+
+
+def test_open_under_a_regular_file_names_the_blocker(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+
+    with pytest.raises(StateUnusable) as caught:
+        anyio.run(State.open, blocker / "sub" / "state.sqlite3")
+
+    assert f"{blocker} is not a directory" in str(caught.value)
+
+
+def test_a_good_state_still_opens_and_runs(sim: Simulator, tmp_path: Path) -> None:
+    """The checks refuse nothing usable: status on a synced state works."""
+    config = daemon_config(sim, tmp_path)
+    complete_full_sync(config)
+
+    result = stocksync(config, "status")
+
+    assert result.returncode == 0, result.stderr
+
+
+def rewrite_state_path(config: Path, state: Path) -> None:
+    raw = yaml.safe_load(config.read_text())
+    raw["state_path"] = str(state)
+    config.write_text(yaml.safe_dump(raw))
