@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 import anyio
 import structlog
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         # The simulator parses its own options; argparse would refuse them.
         from daemon.simulator import main as simulator_main
 
-        return simulator_main(argv[1:])
+        return simulator_main(argv[1:], prog="stocksync simulate")
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
@@ -89,8 +89,30 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error; sysexits (and the README) say 64.
+
+    Subcommand parsers are made of the same class, so every one agrees.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stocksync",
         description="Keep Forstok stock equal to Accurate Online stock.",
     )
@@ -135,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     _json_option(history, "print the pushes as JSON, for scripts")
     history.add_argument(
         "--limit",
-        type=int,
+        type=positive_int,
         default=50,
         metavar="N",
         help="show at most the N newest pushes (default: 50)",
@@ -174,9 +196,11 @@ The file replaces every override; a file with any bad row is refused whole
 (exit status 65) and the overrides in place stay."""
 
 _EXPORT_HELP = """\
-Any CSV with a header line and a column named SKU (or SKU Seller, Seller SKU,
-Forstok SKU; case and spaces do not matter). Other columns are ignored. The
-file replaces the previous export."""
+Any CSV with a header line and one column named SKU (or SKU Seller, Seller
+SKU, Forstok SKU; case and spaces do not matter). Other columns are ignored.
+The file replaces the previous export; a file with no SKU rows, or with two
+SKU columns, is refused (exit status 65) and the export in place stays.
+--clear forgets the export instead: each item's number is its SKU again."""
 
 
 def _mapping_parser(mapping: argparse.ArgumentParser) -> None:
@@ -203,10 +227,24 @@ def _mapping_parser(mapping: argparse.ArgumentParser) -> None:
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.add_argument("file", type=Path, metavar="FILE", help=file_help)
+        if action == "import-forstok":
+            _export_file_arguments(sub, file_help)
+        else:
+            sub.add_argument("file", type=Path, metavar="FILE", help=file_help)
         # SUPPRESS: an absent option must not reset what `mapping --config` set.
         _config_option(sub, argparse.SUPPRESS)
         sub.set_defaults(mapping_action=action)
+
+
+def _export_file_arguments(sub: argparse.ArgumentParser, file_help: str) -> None:
+    """FILE, or --clear: one of them, so that forgetting is never implied."""
+    which = sub.add_mutually_exclusive_group(required=True)
+    which.add_argument("file", type=Path, nargs="?", metavar="FILE", help=file_help)
+    which.add_argument(
+        "--clear",
+        action="store_true",
+        help="forget the imported export: each item's number is its Forstok SKU again",
+    )
 
 
 def _json_option(parser: argparse.ArgumentParser, text: str) -> None:
@@ -234,6 +272,9 @@ def _settings(args: argparse.Namespace, log_stream: TextIO | None = None) -> Set
     """Settings, with logging set up. Only the daemon logs to stdout (the
     journal); operator commands log to stderr, so stdout stays their output."""
     settings = load_settings(args.config)
+    from daemon.state import check_state_path  # a broken state: exit 78, no crash
+
+    check_state_path(settings.state_path)
     configure_logging(
         settings.log.level,
         settings.log.format,
@@ -404,6 +445,8 @@ def _mapping(args: argparse.Namespace) -> int:
     action = getattr(args, "mapping_action", None)
     if action == "import":
         return anyio.run(_import_overrides, settings, args.file)
+    if action == "import-forstok" and args.clear:
+        return anyio.run(_clear_forstok, settings)
     if action == "import-forstok":
         return anyio.run(_import_forstok, settings, args.file)
     _print(anyio.run(mapping_report, settings), args.json, mapping_text)
@@ -478,6 +521,7 @@ async def _import_forstok(settings: Settings, path: Path) -> int:
     if problems:
         for problem in problems:
             print(f"stocksync: {problem}", file=sys.stderr)
+        print("stocksync: nothing imported", file=sys.stderr)
         return EX_DATAERR
 
     state = await State.open(settings.state_path)
@@ -488,6 +532,30 @@ async def _import_forstok(settings: Settings, path: Path) -> int:
     print(
         f"imported {len(skus)} Forstok SKUs from {path}; "
         "a running daemon applies them at its next poll"
+    )
+    return EX_OK
+
+
+async def _clear_forstok(settings: Settings) -> int:
+    """Back to no export: each item's Forstok SKU is its item number."""
+    from daemon.state import State
+
+    if not settings.state_path.exists():
+        print("no Forstok export to clear: the daemon has never run")
+        return EX_OK
+    state = await State.open(settings.state_path)
+    try:
+        source = await state.get_meta("forstok_export")
+        if source is not None:
+            await state.clear_forstok_skus()
+    finally:
+        await state.close()
+    if source is None:
+        print("no Forstok export is imported; nothing changed")
+        return EX_OK
+    print(
+        f"forgot the Forstok export from {source}; each item's number is its "
+        "Forstok SKU again, from the running daemon's next poll"
     )
     return EX_OK
 
@@ -520,11 +588,28 @@ def _retry(args: argparse.Namespace) -> int:
         print(f"nothing to retry{which}: no held, retrying or not-found pushes")
         return EX_OK
     print(
-        f"released {retried.released} held or not-found push(es); "
-        f"{retried.items} item(s) will be read again and pushed at the "
-        "daemon's next poll"
+        f"released {_released_text(retried)}; {_plural(retried.items, 'item')} "
+        "will be read again and pushed at the daemon's next poll"
     )
     return EX_OK
+
+
+def _released_text(retried: Retried) -> str:
+    """`1 held push and 2 pushes waiting to retry`: what each row was, since
+    a held row needed the operator and a retrying one would have gone out."""
+    parts = [
+        (retried.held, "held push", "held pushes"),
+        (retried.retrying, "push waiting to retry", "pushes waiting to retry"),
+        (retried.not_found, "pair not found in Forstok", "pairs not found in Forstok"),
+    ]
+    shown = [f"{n} {one if n == 1 else many}" for n, one, many in parts if n]
+    if len(shown) < 2:
+        return "".join(shown) or f"{retried.released} rows"
+    return ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 @dataclass(frozen=True)
@@ -535,6 +620,10 @@ class Retried:
     """Items queued to be read again."""
     known: bool
     """False when a SKU was named that nothing matches."""
+    held: int = 0
+    retrying: int = 0
+    not_found: int = 0
+    """What the released rows were, as read just before releasing them."""
 
 
 async def retry_pushes(settings: Settings, sku: str | None) -> Retried:
@@ -551,7 +640,9 @@ async def retry_pushes(settings: Settings, sku: str | None) -> Retried:
         mapping = resolve_mapping(
             catalogue, await state.overrides(), await state.forstok_skus()
         )
-        rows = [*await state.failing(), *await state.unknown_targets()]
+        failing = await state.failing()
+        unknown = await state.unknown_targets()
+        rows = [*failing, *unknown]
         matched = set() if sku is None else skus_matching(sku, mapping)
         wanted = None if sku is None else matched | {sku}
         keys = [key for key in rows if wanted is None or key[0] in wanted]
@@ -568,7 +659,15 @@ async def retry_pushes(settings: Settings, sku: str | None) -> Retried:
         released = await state.retry(keys, pairs)
     finally:
         await state.close()
-    return Retried(released, len(items), known)
+    chosen = set(keys)
+    return Retried(
+        released,
+        len(items),
+        known,
+        held=sum(1 for k, f in failing.items() if k in chosen and f.held),
+        retrying=sum(1 for k, f in failing.items() if k in chosen and not f.held),
+        not_found=len(chosen & unknown.keys()),
+    )
 
 
 # -- simulator ------------------------------------------------------------------
@@ -577,7 +676,7 @@ async def retry_pushes(settings: Settings, sku: str | None) -> Retried:
 def _simulate(args: argparse.Namespace) -> int:
     from daemon.simulator import main as simulator_main
 
-    return simulator_main(["--help"])
+    return simulator_main(["--help"], prog="stocksync simulate")
 
 
 def _demo(args: argparse.Namespace) -> int:

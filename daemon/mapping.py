@@ -12,13 +12,37 @@ import math
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 from daemon.config import StockRules
 
 _WHITESPACE = re.compile(r"\s+")
+
+PACK_SIZE_MIN = Decimal("0.001")
+PACK_SIZE_MAX = Decimal(1_000_000)
+PACK_SIZE_DECIMALS = 3
+PACK_SIZE_RANGE = (
+    f"from {PACK_SIZE_MIN} to {PACK_SIZE_MAX}, with at most "
+    f"{PACK_SIZE_DECIMALS} decimals"
+)
+"""What a pack size may be (C15). It counts base units in one Forstok unit
+and may be fractional (stock in kg, sold in 0.25 kg packs); beyond these
+bounds it is a typo that would offer millions of units, or always 0."""
+
+
+def pack_size_problem(pack: Decimal) -> str | None:
+    """Why a pack size is refused, or None when it is plausible."""
+    if not pack.is_finite() or pack <= 0:
+        return "is not a positive number"
+    if not PACK_SIZE_MIN <= pack <= PACK_SIZE_MAX:
+        return f"is out of range: a pack size is {PACK_SIZE_RANGE}"
+    if pack != round(pack, PACK_SIZE_DECIMALS):
+        return f"has more than {PACK_SIZE_DECIMALS} decimals: a pack size is " + (
+            PACK_SIZE_RANGE
+        )
+    return None
 
 
 def normalize_sku(raw: str) -> str:
@@ -204,6 +228,19 @@ def _target(
 
     wanted = override.forstok_sku if override and override.forstok_sku else item.no
     pack_size = override.pack_size if override else Decimal(1)
+    bad_pack = pack_size_problem(pack_size)
+    if bad_pack is not None:
+        # An override stored before the bounds existed: never push with it.
+        result.problems.append(
+            Problem(
+                "unmapped",
+                (item.no,),
+                f"pack_size {str(pack_size)!r} {bad_pack}; import the overrides "
+                "again with a corrected pack_size",
+                (wanted,),
+            )
+        )
+        return None
     if catalogue is None:
         return Target(item.id, item.no, wanted, pack_size)
 
@@ -267,6 +304,12 @@ _OVERRIDE_COLUMNS = {
     "exclude": "exclude",
     "excluded": "exclude",
 }
+_OVERRIDE_NAMES = {
+    "item": "the item number",
+    "sku": "the Forstok SKU",
+    "pack": "the pack size",
+    "exclude": "the exclude flag",
+}
 _EXPORT_SKU_COLUMNS = {"sku", "sku_seller", "seller_sku", "forstok_sku"}
 _YES = {"1", "yes", "y", "true", "x"}
 _NO = {"", "0", "no", "n", "false"}
@@ -287,21 +330,25 @@ def parse_overrides(
     problem must not be imported at all.
     """
     reader = csv.reader(lines)
-    header = next(reader, None)
-    columns = {
-        _OVERRIDE_COLUMNS[_column_key(name)]: index
-        for index, name in enumerate(header or [])
-        if _column_key(name) in _OVERRIDE_COLUMNS
-    }
-    if "item" not in columns:
-        return [], [
+    header = next(reader, None) or []
+    found = _columns(header, _OVERRIDE_COLUMNS.get)
+    problems = [
+        f"{source}: columns {_names(header, indexes)} each name "
+        f"{_OVERRIDE_NAMES[key]}; keep one of them and import again"
+        for key, indexes in found.items()
+        if len(indexes) > 1
+    ]
+    if "item" not in found:
+        problems.append(
             f"{source}: the first line must name the columns: accurate_item_no "
             "and optionally forstok_sku, pack_size, exclude"
-        ]
+        )
+    if problems:
+        return [], problems
+    columns = {key: indexes[0] for key, indexes in found.items()}
 
     overrides: list[Override] = []
-    problems: list[str] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[str, int]] = {}
     for row in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
@@ -311,15 +358,40 @@ def parse_overrides(
         if isinstance(override, str):
             problems.append(f"{source}:{line}: {override}")
             continue
-        if override.item_no in seen:
-            problems.append(
-                f"{source}:{line}: item {override.item_no!r} is already on "
-                f"line {seen[override.item_no]}"
-            )
+        # Compared as the mapping compares them: `sku-0003` and ` SKU-0003 `
+        # would both apply to one Accurate item, and only one can win.
+        norm = normalize_sku(override.item_no)
+        if norm in seen:
+            problems.append(_repeated(source, line, override.item_no, *seen[norm]))
             continue
-        seen[override.item_no] = line
+        seen[norm] = (override.item_no, line)
         overrides.append(override)
     return overrides, problems
+
+
+def _repeated(source: str, line: int, item_no: str, first: str, at: int) -> str:
+    if item_no == first:
+        return f"{source}:{line}: item {item_no!r} is already on line {at}"
+    return (
+        f"{source}:{line}: item {item_no!r} is item {first!r} of line {at} "
+        "once case and spacing are ignored; keep one of the two lines"
+    )
+
+
+def _columns(
+    header: Iterable[str], key_of: Callable[[str], str | None]
+) -> dict[str, list[int]]:
+    """The positions of each known column, by key; a key named twice has two."""
+    found: dict[str, list[int]] = defaultdict(list)
+    for index, name in enumerate(header):
+        key = key_of(_column_key(name))
+        if key is not None:
+            found[key].append(index)
+    return found
+
+
+def _names(header: Sequence[str], indexes: Iterable[int]) -> str:
+    return ", ".join(repr(header[i]) for i in indexes)
 
 
 def _override_row(cells: Mapping[str, str]) -> Override | str:
@@ -334,8 +406,11 @@ def _override_row(cells: Mapping[str, str]) -> Override | str:
         pack = Decimal(text)
     except InvalidOperation:
         pack = Decimal(0)
-    if not pack.is_finite() or pack <= 0:
-        return f"pack_size {text!r} is not a positive number"
+    problem = pack_size_problem(pack)
+    if problem is not None:
+        # `0,25` is how a decimal is written in Indonesia; say which to use.
+        hint = " (write decimals with a dot: 0.25)" if "," in text else ""
+        return f"pack_size {text!r} {problem}{hint}"
     flag = cells.get("exclude", "").strip().lower()
     if flag not in _YES | _NO:
         return f"exclude {flag!r} is neither yes nor no"
@@ -353,17 +428,26 @@ def parse_forstok_export(
     """
     reader = csv.reader(lines)
     header = next(reader, None) or []
-    column = next(
-        (
-            i
-            for i, name in enumerate(header)
-            if _column_key(name) in _EXPORT_SKU_COLUMNS
-        ),
-        None,
-    )
-    if column is None:
+    found = _columns(header, lambda key: "sku" if key in _EXPORT_SKU_COLUMNS else None)
+    columns = found.get("sku", [])
+    if not columns:
         return [], [f"{source}: no SKU column (the first line must name one SKU)"]
+    if len(columns) > 1:
+        # Forstok exports may carry a master SKU beside the seller SKU; which
+        # one the listings use is the operator's call, not ours.
+        return [], [
+            f"{source}: columns {_names(header, columns)} each name a SKU; "
+            "delete or rename all but the one Forstok pushes use, and import again"
+        ]
+    column = columns[0]
     skus = dict.fromkeys(
         row[column] for row in reader if len(row) > column and row[column].strip()
     )
+    if not skus:
+        return [], [
+            f"{source}: no SKU in column {header[column]!r}: with an empty "
+            "export every item would be unmapped and all pushes would stop "
+            "(to go back to no export, run `stocksync mapping import-forstok "
+            "--clear`)"
+        ]
     return list(skus), []

@@ -30,6 +30,7 @@ from daemon.mapping import (
     unused_overrides,
 )
 from daemon.state import State
+from daemon.sync import FIRST_CURSOR
 from daemon.timefmt import accurate_now, parse_last_update, utc_now
 
 _SPACING = re.compile(r"\s+")
@@ -227,7 +228,12 @@ def _cursor(
     settings: Settings,
 ) -> dict[str, Any]:
     """A kind's cursor and how far it trails Accurate's clock."""
-    entry: dict[str, Any] = {"kind": kind, "cursor": None, "age_s": None}
+    entry: dict[str, Any] = {
+        "kind": kind,
+        "cursor": None,
+        "age_s": None,
+        "no_documents_yet": False,
+    }
     if feed is ChangeFeed.TRANS_DATE:
         # These kinds have no cursor: each poll re-lists a date window.
         entry["feed"] = "transDate window"
@@ -237,6 +243,11 @@ def _cursor(
         return entry
     entry["cursor"] = row["last_update"]
     entry["updated_at"] = row["updated_at"]
+    if row["last_update"] == FIRST_CURSOR:
+        # Not a date the kind reached: Accurate had no document of it yet,
+        # and an "age" of decades would read as a stalled poll.
+        entry["no_documents_yet"] = True
+        return entry
     try:
         now = accurate_now(settings.accurate.timezone)
         age = now - parse_last_update(row["last_update"])
@@ -290,6 +301,7 @@ async def mapping_report(settings: Settings) -> dict[str, Any]:
     warehouses = _warehouse_status(settings, got.warehouses)
     configured = {c.accurate for c in settings.warehouses}
     report: dict[str, Any] = {
+        "state_exists": settings.state_path.exists(),
         "forstok_export": {
             "imported": got.skus is not None,
             "source": got.export,
@@ -544,11 +556,14 @@ def age(seconds: float | None) -> str:
     return f"{s // 86400} d"
 
 
+_NEVER_RUN = "no state yet: the daemon has never run"
+
+
 def status_text(report: Mapping[str, Any]) -> str:
     lines = [f"daemon          {_daemon_line(report)}"]
     lines.append(f"state           {report['state_path']}")
     if not report.get("state_exists"):
-        lines.append("                (no state yet: the daemon has never run)")
+        lines.append(f"                ({_NEVER_RUN})")
     lines.append(
         f"dry run         {_cell(report['dry_run'])} ({report['dry_run_from']})"
     )
@@ -578,7 +593,7 @@ def status_text(report: Mapping[str, Any]) -> str:
         f"{len(report['not_found_in_forstok'])} not found in Forstok"
     )
     cursors = [
-        {**c, "age": age(c["age_s"]), "cursor": c["cursor"] or c.get("feed")}
+        {**c, "age": age(c["age_s"]), "cursor": _cursor_cell(c)}
         for c in report["cursors"]
     ]
     lines += ["", *table(cursors, ["kind", "cursor", "age"])]
@@ -593,6 +608,12 @@ def status_text(report: Mapping[str, Any]) -> str:
         ["sku", "warehouse", "at", "reason"],
     )
     return "\n".join(lines)
+
+
+def _cursor_cell(cursor: Mapping[str, Any]) -> str | None:
+    if cursor.get("no_documents_yet"):
+        return "no documents yet"
+    return cursor["cursor"] or cursor.get("feed")
 
 
 def _config_differs_lines(settings: Mapping[str, Any]) -> list[str]:
@@ -686,7 +707,8 @@ def _run_line(run: Mapping[str, Any] | None) -> str:
 def mapping_text(report: Mapping[str, Any]) -> str:
     summary = report["summary"]
     export = report["forstok_export"]
-    lines = [
+    lines = [] if report["state_exists"] else [_NEVER_RUN]
+    lines += [
         "summary  "
         + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in summary.items()),
         "export   "
@@ -723,6 +745,8 @@ def mapping_text(report: Mapping[str, Any]) -> str:
 
 def history_text(report: Mapping[str, Any]) -> str:
     query = report["query"]
+    if report.get("match") == "no state":
+        return f"{_NEVER_RUN}: nothing was pushed for {query!r} yet"
     if report.get("match") == "unknown":
         return (
             f"no Forstok SKU or Accurate item matches {query!r}; "

@@ -158,7 +158,7 @@ def test_not_found_answer_marks_the_pair_unmapped_until_retry(
             sim.forstok.products["B"] = [7]  # the merchant creates it in Forstok
         code, out, _ = cli(capsys, path, "retry", "b")
         assert code == 0
-        assert out.startswith("released 2 ")
+        assert out.startswith("released 2 pairs not found in Forstok; 1 item ")
         poll(path)
 
         assert on_hand(sim, 1) == {"A": 1, "B": 2}
