@@ -131,6 +131,12 @@ class ForstokClient:
             transport, settings.timeout, A.FORSTOK_MAX_IN_FLIGHT
         )
 
+    @property
+    def limiter(self) -> RateLimiter:
+        """The pacing of this client's requests, for a caller that wants to
+        wait for Forstok's turn before it decides what to send."""
+        return self._limiter
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -212,7 +218,7 @@ class ForstokClient:
             )
 
             try:
-                return self._verdict(rows, outcome)
+                return self._verdict(rows, outcome, token)
             except _Unauthorised:
                 if reauthorised:
                     raise CredentialError(
@@ -228,7 +234,10 @@ class ForstokClient:
                 await self._retrier.wait(PUSH_ENDPOINT, error, attempt)
 
     def _verdict(
-        self, rows: list[QuantityRow], outcome: httpx.Response | httpx.HTTPError
+        self,
+        rows: list[QuantityRow],
+        outcome: httpx.Response | httpx.HTTPError,
+        token: str,
     ) -> _Verdict:
         response = self._checked(PUSH_ENDPOINT, outcome)
         body = _json(response)
@@ -243,10 +252,16 @@ class ForstokClient:
         if response.is_success and ok:
             return _Verdict(ok=True, named={}, reason="")
 
-        reason = _reason(response, body)
+        # Forstok's text is kept in the state file and shown to operators;
+        # should it echo our credentials, they go no further than here.
+        secrets = (token, self._settings.secret_key.reveal())
+        reason = _scrubbed(_reason(response, body), secrets)
         named: dict[QuantityRow, str] = {}
         if response.status_code == A.FORSTOK_ROW_ERRORS.status_code:
-            named = _named_rows(rows, body)
+            named = {
+                row: _scrubbed(text, secrets)
+                for row, text in _named_rows(rows, body).items()
+            }
         return _Verdict(ok=False, named=named, reason=reason)
 
     def _checked(
@@ -394,9 +409,35 @@ def _json(response: httpx.Response) -> dict[str, Any] | None:
 
 
 def _reason(response: httpx.Response, body: dict[str, Any] | None) -> str:
+    """Forstok's own words: `message`, else those of its `errors[]` (the
+    assumed 422 of a batch refused whole names rows and has no `message`)."""
+    text = _message(body) or _row_messages(body) or "no message"
+    return f"HTTP {response.status_code}: {text}"
+
+
+def _message(body: dict[str, Any] | None) -> str:
     message = body.get("message") if body else None
-    text = message if isinstance(message, str) and message else "no message"
-    return f"HTTP {response.status_code}: {text}"[:300]
+    return message.strip() if isinstance(message, str) else ""
+
+
+def _row_messages(body: dict[str, Any] | None) -> str:
+    shape = A.FORSTOK_ROW_ERRORS
+    errors = body.get(shape.list_key) if body else None
+    if not isinstance(errors, list):
+        return ""
+    texts = [
+        str(entry.get(shape.message_key) or "").strip()
+        for entry in errors
+        if isinstance(entry, dict)
+    ]
+    return "; ".join(dict.fromkeys(t for t in texts if t))  # each once, in order
+
+
+def _scrubbed(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text[:300]
 
 
 def _named_rows(
@@ -412,7 +453,7 @@ def _named_rows(
     for entry in errors:
         if not isinstance(entry, dict):
             continue
-        message = str(entry.get(shape.message_key) or "rejected")[:300]
+        message = str(entry.get(shape.message_key) or "rejected")
         for row in rows:
             if _names(entry, row, shape):
                 named[row] = message

@@ -257,6 +257,65 @@ async def test_one_bad_row_in_twenty_is_isolated(
         assert len(fake.pushes) <= 11  # halving 20 rows down to one
 
 
+def refusal(status: int, body: dict[str, Any]) -> Answer:
+    return lambda variants: httpx.Response(status, json=body)
+
+
+def named(message: str) -> list[dict[str, Any]]:
+    return [{"sku": "SKU-01", "warehouse_id": 1234, "message": message}]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (
+            422,
+            {"status": "ERROR", "errors": named("variant not found")},
+            "variant not found",
+        ),
+        (207, {"status": "ERROR", "errors": named("x") * 2}, "x"),
+        (422, {"message": "invalid rows", "errors": named("gone")}, "invalid rows"),
+        (400, {"status": "ERROR", "errors": [{"sku": "SKU-01"}]}, "no message"),
+        (200, {"status": "ERROR", "message": " failed "}, "failed"),
+    ],
+)
+async def test_a_refused_row_keeps_forstoks_own_words(
+    fake_time: FakeTime, status: int, body: dict[str, Any], reason: str
+) -> None:
+    """A lone row refused whole is rejected with Forstok's `message`, else
+    the messages of `errors[]` (each once), never a bare "no message"
+    while Forstok said something (the simulator's all_or_nothing 422)."""
+    fake = FakeForstok(fake_time)
+    fake.script.append(refusal(status, body))
+    async with make_client(fake) as client:
+        report = await client.push_quantities(rows_of(1))
+
+    assert report.applied == []
+    assert [(row.sku, why) for row, why in report.rejected] == [
+        ("SKU-01", f"HTTP {status}: {reason}")
+    ]
+
+
+async def test_a_reason_echoing_credentials_keeps_them_out(
+    fake_time: FakeTime,
+) -> None:
+    """Forstok's text goes to the state file and `stocksync status`: were it
+    to quote the token or the secret key, neither is kept."""
+    fake = FakeForstok(fake_time)
+
+    def echo(variants: list[dict[str, Any]]) -> httpx.Response:
+        (token,) = fake.valid
+        text = f"token {token} of {SECRET_KEY} refused"
+        return httpx.Response(422, json={"status": "ERROR", "errors": named(text)})
+
+    fake.script.append(echo)
+    async with make_client(fake) as client:
+        report = await client.push_quantities(rows_of(1))
+
+    ((_, why),) = report.rejected
+    assert why == "HTTP 422: token [redacted] of [redacted] refused"
+
+
 async def test_an_unreadable_success_is_retried(fake_time: FakeTime) -> None:
     """A 2xx that is not JSON confirms nothing; the same rows are sent again."""
     fake = FakeForstok(fake_time)

@@ -7,6 +7,7 @@ than the one it last accepted (cases C16 and C19 and the monotonic rule).
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -303,17 +304,33 @@ async def reject_until_held(engine: Engine, path: Path, sim: Simulator) -> list[
     return waits
 
 
-@pytest.mark.parametrize("mode", ["partial", "all_or_nothing"])
+REFUSAL_SHAPES = {
+    "partial": "variant rejected",
+    "all_or_nothing": "HTTP 422: variant rejected",
+    "multi_status": "HTTP 207: variant rejected",
+    "multi_status_applied": "HTTP 207: variant rejected",
+    "bare_error": "HTTP 200: update failed",
+}
+"""Each assumed way Forstok answers a batch with a bad row (forstok §3), and
+the reason BAD-07 is then held with: Forstok's own words."""
+
+
+@pytest.mark.parametrize("mode", sorted(REFUSAL_SHAPES))
 async def test_c19_one_rejected_row_does_not_block_its_batch(
     sim: Simulator, tmp_path: Path, mode: str
 ) -> None:
     """In one batch of 20, BAD-07 is refused; the 19 others are applied and
-    recorded as pushed, whether Forstok reports it per row or fails the whole
-    request."""
+    recorded as pushed, whether Forstok names the row (200, 207, 422) or
+    only fails the request. Only BAD-07 is recorded as failing, with
+    Forstok's message; no body goes out twice, and the next push sends
+    nothing."""
     sim.config.forstok.mode = mode  # type: ignore[assignment]
     sim.install_faults(rejecting_bad_07())
     async with engine_for(sim, tmp_path, warehouses=ONLY_GDG_1) as h:
         await h.engine.full_sync("test")
+        sent = forstok_requests(sim)
+        await h.engine.push()
+        assert forstok_requests(sim) == sent
 
     path = tmp_path / "state.sqlite3"
     assert on_hand(sim, "BAD-07") is None
@@ -323,10 +340,17 @@ async def test_c19_one_rejected_row_does_not_block_its_batch(
     pushed = {row[0] for row in state_rows(path, "SELECT sku FROM pushed")}
     assert len(pushed) == 9
     assert "BAD-07" not in pushed
+    assert state_rows(path, "SELECT sku FROM failing") == [("BAD-07",)]
     attempts, held, reason, _ = failing_row(path)
     assert (attempts, held) == (1, 0)
-    if mode == "partial":
-        assert "variant rejected" in reason
+    assert reason == REFUSAL_SHAPES[mode]
+    assert sim.config.forstok.secret_key not in reason
+    bodies = [e.body for e in sim.requests.entries("forstok") if e.method == "PATCH"]
+    assert len(bodies) == len(set(bodies)), "a body was sent unchanged twice"
+    applied = Counter((p.sku, p.warehouse_id) for p in sim.forstok.history_of())
+    assert len(applied) == 9
+    if mode != "multi_status_applied":  # where bisection re-sends applied rows
+        assert set(applied.values()) == {1}
 
 
 async def test_c19_rejected_row_backs_off_three_times_then_is_held_once(

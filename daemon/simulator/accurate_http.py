@@ -150,7 +150,8 @@ class AccurateService:
         params = request.params()
         for doc in self.model.visible_documents(kind):
             if params.get("id") == str(doc.id) or params.get("number") == doc.number:
-                return json_response({"s": True, "d": self.model.render_document(doc)})
+                row = self._shown(kind, self.model.render_document(doc))
+                return json_response({"s": True, "d": row})
         return failure(
             NOT_FOUND, status=self.model.config.accurate.deleted_detail_status
         )
@@ -293,8 +294,21 @@ class AccurateService:
         page = page_of(rows, params, config.default_page_size, config.max_page_size)
         raw = request.raw_param("fields")
         names = requested_fields(raw, config.literal_commas_only)
-        chosen = [select_fields(row, names) for row in page.rows]
+        chosen = [select_fields(self._shown(table, row), names) for row in page.rows]
         return json_response({"s": True, "d": chosen, "sp": page.sp})
+
+    def _shown(self, table: str, row: Row) -> Row:
+        """The row with `lastUpdate` as the `odd_last_update` switch shows it;
+        applied after filtering and sorting, which use the true stamp."""
+        odd = self.model.config.accurate.odd_last_update
+        if not odd or "lastUpdate" not in row:
+            return row
+        name = row.get("number", row.get("no", row.get("name")))
+        form = odd.get(f"{table}/{name}", odd.get(table))
+        if form is None:
+            return row
+        moment = parse_last_update(row["lastUpdate"])
+        return {**row, "lastUpdate": moment.strftime(form)}  # a copy: rows are cached
 
     def _order(self, rows: list[Row], table: str, sort: str | None) -> list[Row]:
         config = self.model.config.accurate

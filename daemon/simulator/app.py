@@ -2,7 +2,8 @@
 
 A request to either service goes through one ladder: log its arrival →
 triggers (a test may hold it) → rate limiter → fault plan → latency →
-the service's handler. Control calls under `/_sim/` skip the ladder: they
+the service's handler → late-answer triggers and faults (the answer, already
+made, waits). Control calls under `/_sim/` skip the ladder: they
 are not traffic of either service.
 """
 
@@ -12,7 +13,7 @@ import email.utils
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -35,7 +36,7 @@ from daemon.simulator.forstok import (
     ForstokService,
 )
 from daemon.simulator.limits import WindowLimiter, retry_after_seconds
-from daemon.simulator.observe import LoggedRequest, RequestLog, Trigger
+from daemon.simulator.observe import HoldStage, LoggedRequest, RequestLog, Trigger
 from daemon.simulator.server import (
     Behaviour,
     Handler,
@@ -192,9 +193,14 @@ class Simulator:
         *,
         hold: bool = True,
         method: str | None = None,
+        params: Mapping[str, str] | None = None,
+        stage: HoldStage = "arrival",
     ) -> Trigger:
-        """A trigger fired by the `nth` arrival matching `endpoint` (a glob)."""
-        trigger = Trigger(service, endpoint, nth, hold=hold, method=method)
+        """A trigger fired by the `nth` arrival matching `endpoint` (a glob)
+        and `params`; see `Trigger` for where `stage` holds it."""
+        trigger = Trigger(
+            service, endpoint, nth, hold=hold, method=method, params=params, stage=stage
+        )
         with self.lock:
             self._triggers.append(trigger)
         return trigger
@@ -243,10 +249,10 @@ class Simulator:
         self, service: str, request: Request, handler: ServiceHandler
     ) -> Response:
         entry = self.requests.begin(
-            service, request.path, request.method, request.listener
+            service, request.path, request.method, request.listener, request.body
         )
         try:
-            await self._hold_for_triggers(service, request)
+            late = await self._hold_for_triggers(service, request)
         except BaseException:
             self.requests.end(entry, None)
             raise
@@ -256,8 +262,9 @@ class Simulator:
             entry.limited = True
             response = self._rate_limited(service, wait)
             response.on_done.append(lambda status: self.requests.end(entry, status))
-            return response
-        return await self._accepted(service, request, handler, entry, limiter)
+        else:
+            response = await self._accepted(service, request, handler, entry, limiter)
+        return await _answer_late(response, late)
 
     async def _accepted(
         self,
@@ -273,7 +280,8 @@ class Simulator:
             self.requests.end(entry, status)
 
         try:
-            actions = self.faults.select(service, request.path, request.method)
+            params = request.params() if self.faults.rules else {}
+            actions = self.faults.select(service, request.path, request.method, params)
             entry.fault = ",".join(a.kind for a in actions) or None
             await anyio.sleep(self._delay(service, actions))
             response = self._fault_response(service, request, actions)
@@ -281,25 +289,33 @@ class Simulator:
                 response = handler(request, actions)
                 if any(a.kind == "truncate" for a in actions):
                     response.behaviour = Behaviour.TRUNCATE
+            # Made now, sent later: it shows the state at arrival.
+            await anyio.sleep(
+                sum(a.seconds for a in actions if a.kind == "late_answer")
+            )
         except BaseException:
             finish(None)
             raise
         response.on_done.append(finish)
         return response
 
-    async def _hold_for_triggers(self, service: str, request: Request) -> None:
+    async def _hold_for_triggers(self, service: str, request: Request) -> list[Trigger]:
+        """Count this request for every trigger, fire and wait out those
+        that hold it on arrival; the ones that hold its answer are returned."""
+        # Parsed only when needed: a benchmark sends many requests, no triggers.
+        params = request.params() if self._triggers else {}
         with self.lock:
             fired = []
             for trigger in self._triggers:
-                if trigger.matches(service, request.path, request.method):
+                if trigger.matches(service, request.path, request.method, params):
                     trigger.seen += 1
                     if trigger.seen == trigger.nth:
                         fired.append(trigger)
         for trigger in fired:
-            trigger.fire()
-            # Polled because release() may come from any thread or loop.
-            while trigger.hold and not trigger.released:  # noqa: ASYNC110
-                await anyio.sleep(_HOLD_POLL_S)
+            if trigger.stage == "arrival":
+                trigger.fire()
+                await _held(trigger)
+        return [t for t in fired if t.stage == "answer"]
 
     def _limiter(self, service: str, request: Request) -> WindowLimiter | None:
         if service == "accurate":
@@ -349,7 +365,7 @@ class Simulator:
     ) -> Response | None:
         """The first action that replaces the answer, if any."""
         for action in actions:
-            if action.kind in ("delay", "truncate", "reject_sku"):
+            if action.kind in ("delay", "late_answer", "truncate", "reject_sku"):
                 continue
             return self._canned(service, request, action)
         return None
@@ -404,6 +420,26 @@ class Simulator:
                 self.accurate.current_host = (here + 1) % len(self._data)
             target = self._data[self.accurate.current_host]
         return redirect(request, target.url)
+
+
+async def _held(trigger: Trigger) -> None:
+    # Polled because release() may come from any thread or loop.
+    while trigger.hold and not trigger.released:  # noqa: ASYNC110
+        await anyio.sleep(_HOLD_POLL_S)
+
+
+async def _answer_late(response: Response, triggers: list[Trigger]) -> Response:
+    """The answer, once every trigger holding it is released. These fire
+    only now, so a test that sees one fired knows what the answer says."""
+    try:
+        for trigger in triggers:
+            trigger.fire()
+            await _held(trigger)
+    except BaseException:
+        for done in response.on_done:
+            done(None)  # never sent: the limiter slot and the log entry end
+        raise
+    return response
 
 
 def _phrase(status: int) -> str:

@@ -15,7 +15,15 @@ from typing import Any, Literal
 from daemon.simulator.clock import Clock, RealClock
 
 ListOrder = Literal["id", "newest_first", "random"]
-PushMode = Literal["partial", "all_or_nothing", "silent_drop", "lost_response"]
+PushMode = Literal[
+    "partial",
+    "all_or_nothing",
+    "silent_drop",
+    "lost_response",
+    "multi_status",
+    "multi_status_applied",
+    "bare_error",
+]
 RetryAfterForm = Literal["seconds", "http-date"]
 
 
@@ -53,6 +61,14 @@ class AccurateConfig:
     deleted_detail_status: int = 200
     only_approved_moves_stock: bool = True
     late_commit_s: float = 0.0  # a new document shows up this long after its stamp
+    # Assumed (the reference documents only `dd/MM/yyyy HH:mm:ss`, accurate
+    # §5): rows whose `lastUpdate` Accurate shows in another form (C08).
+    # Key: a module (`sales-invoice`, `item`, `warehouse`) or `<module>/<no>`
+    # for one document number, item number or warehouse name; value: a
+    # strftime pattern applied to the row's true stamp ("%Y-%m-%d %H:%M"),
+    # or plain text shown as it is. Filters and sorting still use the true
+    # stamp, as a server storing a datetime would; list and detail show it.
+    odd_last_update: dict[str, str] = field(default_factory=dict)
     # Limits, per database (account host and every data host together).
     rate_per_second: int = 8
     max_in_flight: int = 8
@@ -68,6 +84,14 @@ class ForstokConfig:
     seller_id: str = "1001"
     secret_key: str = "sim-forstok-secret-key"  # noqa: S105
     token_ttl_s: float = 3600.0
+    # How a batch with bad rows is answered; every shape is assumed (forstok
+    # §3: "per-row results ... unknown"). `partial`: 200 with `errors[]`,
+    # good rows applied. `all_or_nothing`: 422 with `errors[]`, nothing
+    # applied. `multi_status`: 207 with `errors[]`, nothing applied.
+    # `multi_status_applied`: 207 with `errors[]`, good rows applied (what a
+    # 207 means in RFC 4918). `bare_error`: 200 `{"status":"ERROR",
+    # "message":...}` naming no row, nothing applied. `silent_drop`: 200 OK,
+    # bad rows ignored. `lost_response`: applied, then no answer.
     mode: PushMode = "partial"
     requests_per_minute: int = 50
     max_in_flight: int = 1

@@ -9,7 +9,10 @@ installed. Plans load from JSON (a file or `POST /_sim/faults`):
     {"rules": [{"service": "accurate", "endpoint": "*/list.do",
                 "after": 2, "count": 1,
                 "action": {"kind": "status", "status": 429, "retry_after": 5,
-                           "retry_after_form": "http-date"}}]}
+                           "retry_after_form": "http-date"}},
+               {"service": "accurate", "endpoint": "*/item/detail.do",
+                "params": {"id": "101"}, "count": 1,
+                "action": {"kind": "late_answer", "seconds": 2}}]}
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ ActionKind = Literal[
     "reset",  # TCP reset instead of an answer
     "hang",  # never answer; the connection stays open
     "delay",  # wait `seconds`, then answer normally
+    "late_answer",  # answer at once, but send it `seconds` later
     "truncate",  # the normal answer, body cut short
     "non_json",  # an HTML page instead of JSON
     "accurate_error",  # HTTP `status` (200) with {"s":false,"d":[text]}
@@ -82,6 +86,7 @@ class FaultRule:
     every: int | None = None
     from_s: float | None = None
     until_s: float | None = None
+    params: dict[str, str] | None = None  # query values the request must carry
     matched: int = field(default=0, compare=False)
     applied: int = field(default=0, compare=False)
 
@@ -95,11 +100,19 @@ class FaultRule:
             raise ValueError(f"unknown rule fields: {sorted(unknown)}")
         return cls(action=action, **data)
 
-    def matches(self, service: str, endpoint: str, method: str) -> bool:
+    def matches(
+        self,
+        service: str,
+        endpoint: str,
+        method: str,
+        params: dict[str, str] | None = None,
+    ) -> bool:
+        given = params or {}
         return (
             fnmatchcase(service, self.service)
             and fnmatchcase(endpoint, self.endpoint)
             and fnmatchcase(method.upper(), self.method.upper())
+            and all(given.get(k) == str(v) for k, v in (self.params or {}).items())
         )
 
     def take(self, elapsed: float) -> bool:
@@ -138,14 +151,21 @@ class FaultPlan:
     def load(cls, path: str | Path) -> FaultPlan:
         return cls.from_json(json.loads(Path(path).read_text()))
 
-    def select(self, service: str, endpoint: str, method: str) -> list[FaultAction]:
+    def select(
+        self,
+        service: str,
+        endpoint: str,
+        method: str,
+        params: dict[str, str] | None = None,
+    ) -> list[FaultAction]:
         """The actions that apply to this request, in rule order."""
         elapsed = time.monotonic() - self.installed_at
         with self._lock:
             return [
                 rule.action
                 for rule in self.rules
-                if rule.matches(service, endpoint, method) and rule.take(elapsed)
+                if rule.matches(service, endpoint, method, params)
+                and rule.take(elapsed)
             ]
 
     def describe(self) -> list[dict[str, Any]]:

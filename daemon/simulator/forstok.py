@@ -265,8 +265,8 @@ class ForstokService:
         mode = self.model.settings.mode
         checked = [(row, self.model.check_row(row, rejected)) for row in rows]
         errors = [error.as_dict() for _, error in checked if error is not None]
-        if errors and mode == "all_or_nothing":
-            return json_response({"status": "ERROR", "errors": errors}, status=422)
+        if errors and mode in _REFUSING:
+            return _refusal(mode, errors)
         for row, error in checked:
             if error is None:  # in body order: the last duplicate row wins
                 self.model.apply(row["sku"], row["warehouse_id"], row["quantity"])
@@ -274,7 +274,22 @@ class ForstokService:
             return Response(behaviour=Behaviour.HANG)
         if errors and mode == "partial":
             return json_response({"status": "ERROR", "errors": errors})
+        if errors and mode == "multi_status_applied":
+            return json_response({"status": "ERROR", "errors": errors}, status=207)
         return json_response({"status": "OK"})
+
+
+# Modes that refuse a whole batch holding a bad row: nothing of it is applied.
+_REFUSING = frozenset({"all_or_nothing", "multi_status", "bare_error"})
+
+
+def _refusal(mode: str, errors: list[dict[str, Any]]) -> Response:
+    """The answer to a batch refused whole, in the shape `mode` assumes."""
+    if mode == "bare_error":
+        # Like FW's check of `status` alone: no row named, nothing to go by.
+        return json_response({"status": "ERROR", "message": "update failed"})
+    status = 207 if mode == "multi_status" else 422
+    return json_response({"status": "ERROR", "errors": errors}, status=status)
 
 
 def _variants(body: bytes) -> list[Any]:

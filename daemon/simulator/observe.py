@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -22,6 +23,7 @@ class LoggedRequest:
     limited: bool = False  # refused by the simulated rate limiter
     fault: str | None = None  # the fault action applied, if any
     listener: str = ""  # which listener (host) received it
+    body: bytes = b""  # as sent: tests compare what a client sent twice
 
 
 class RequestLog:
@@ -33,7 +35,12 @@ class RequestLog:
         self._seq = 0
 
     def begin(
-        self, service: str, endpoint: str, method: str, listener: str = ""
+        self,
+        service: str,
+        endpoint: str,
+        method: str,
+        listener: str = "",
+        body: bytes = b"",
     ) -> LoggedRequest:
         with self._lock:
             self._seq += 1
@@ -44,6 +51,7 @@ class RequestLog:
                 method,
                 time.monotonic(),
                 listener=listener,
+                body=body,
             )
             self._entries.append(entry)
         return entry
@@ -115,11 +123,19 @@ class RequestLog:
         }
 
 
+HoldStage = Literal["arrival", "answer"]
+
+
 class Trigger:
     """Fires when the `nth` matching request arrives, optionally holding it.
 
     A held request gets no answer until `release()` (or the simulator stops),
-    so a test can SIGKILL a daemon at exactly that point.
+    so a test can SIGKILL a daemon at exactly that point. With `stage`
+    "arrival" the request waits before it is handled, so its answer shows
+    the state at release; with "answer" it is handled at once and only the
+    answer waits: an old reading that arrives after newer ones.
+    `params` narrows the match to requests carrying these query values
+    (one item's `id`, say).
     """
 
     def __init__(
@@ -130,21 +146,33 @@ class Trigger:
         *,
         hold: bool = True,
         method: str | None = None,
+        params: Mapping[str, str] | None = None,
+        stage: HoldStage = "arrival",
     ) -> None:
         self.service = service
         self.endpoint = endpoint
         self.nth = nth
         self.hold = hold
         self.method = method
+        self.params = dict(params or {})
+        self.stage = stage
         self.seen = 0
         self._fired = threading.Event()
         self._released = threading.Event()
 
-    def matches(self, service: str, endpoint: str, method: str) -> bool:
+    def matches(
+        self,
+        service: str,
+        endpoint: str,
+        method: str,
+        params: Mapping[str, str] | None = None,
+    ) -> bool:
+        given = params or {}
         return (
             service == self.service
             and fnmatchcase(endpoint, self.endpoint)
             and (self.method is None or method.upper() == self.method.upper())
+            and all(given.get(k) == v for k, v in self.params.items())
         )
 
     def wait(self, timeout: float | None = None) -> bool:

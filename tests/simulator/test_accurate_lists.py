@@ -228,3 +228,48 @@ async def test_item_and_warehouse_lists(
     warehouses = await _list(accurate, "warehouse", fields="name,suspended")
     assert services["d"] == [{"no": "SVC", "itemType": "SERVICE"}]
     assert [w["name"] for w in warehouses["d"]] == ["GDG-1", "GDG-2", "GDG-3"]
+
+
+async def test_odd_last_update_is_shown_but_not_filtered_on(
+    sim: Simulator, accurate: httpx.AsyncClient, control: httpx.AsyncClient
+) -> None:
+    """C08 by switch: one document's `lastUpdate` shows in another form, in
+    list and detail; the filter still sees the true stamp, and the other
+    documents are untouched. Clearing the switch shows Accurate's form."""
+    odd_id = _invoice(sim, "01/02/2026 10:10:00", number="SI-9")
+    _invoice(sim, "01/02/2026 10:20:00", number="SI-10")
+    switch = {"sales-invoice/SI-9": "%Y-%m-%d %H:%M"}
+    response = await control.post(
+        "/switches", json={"accurate": {"odd_last_update": switch}}
+    )
+    assert response.status_code == 200, response.text
+
+    params = {
+        "fields": "id,number,lastUpdate",
+        "filter__lastUpdate__op": "GREATER_EQUAL_THAN",
+        "filter__lastUpdate__val": "01/02/2026 10:05:00",
+    }
+    odd = await _list(accurate, "sales-invoice", **params)
+    detail = await accurate.get(f"/sales-invoice/detail.do?id={odd_id}")
+    sim.config.accurate.odd_last_update = {}
+    valid = await _list(accurate, "sales-invoice", **params)
+
+    assert [(r["number"], r["lastUpdate"]) for r in odd["d"]] == [
+        ("SI-9", "2026-02-01 10:10"),
+        ("SI-10", "01/02/2026 10:20:00"),
+    ]
+    assert detail.json()["d"]["lastUpdate"] == "2026-02-01 10:10"
+    assert valid["d"][0]["lastUpdate"] == "01/02/2026 10:10:00"
+
+
+async def test_odd_last_update_for_a_whole_module_as_plain_text(
+    sim: Simulator, accurate: httpx.AsyncClient
+) -> None:
+    """A module key changes every row of that module; text without a
+    pattern is shown as it is; other modules keep Accurate's form."""
+    _invoice(sim, "01/02/2026 10:10:00", number="SI-9")
+    sim.config.accurate.odd_last_update = {"sales-invoice": "kemarin"}
+    invoices = await _list(accurate, "sales-invoice", fields="lastUpdate")
+    items = await _list(accurate, "item", fields="no,lastUpdate")
+    assert [r["lastUpdate"] for r in invoices["d"]] == ["kemarin"]
+    assert all(r["lastUpdate"].count("/") == 2 for r in items["d"])

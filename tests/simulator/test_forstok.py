@@ -180,3 +180,40 @@ async def test_empty_catalogue_accepts_any_sku() -> None:
             rows = [{"sku": sku, "warehouse_id": 2, "quantity": 1}]
             assert (await forstok.push(rows, token)).json() == {"status": "OK"}
     assert sorted(sim.forstok.products) == ["NEW-1", "NEW-2"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "applied"),
+    [("multi_status", 207, []), ("multi_status_applied", 207, [7])],
+)
+async def test_multi_status_modes(
+    sim: Simulator, forstok: Forstok, mode: str, status: int, applied: list[int]
+) -> None:
+    """207 with `errors` naming each bad row: nothing applied, or (the RFC
+    4918 reading) the good row applied. A clean batch is 200 OK."""
+    sim.config.forstok.mode = mode  # type: ignore[assignment]
+    response = await forstok.push(_rows())
+    clean = await forstok.push([{"sku": "XYZ-9", "warehouse_id": 2, "quantity": 3}])
+    assert response.status_code == status
+    assert response.json()["status"] == "ERROR"
+    assert [e["sku"] for e in response.json()["errors"]] == [
+        "NOPE",
+        "XYZ-9",
+        "XYZ-9",
+        "XYZ-9",
+        "XYZ-9",
+    ]
+    assert clean.status_code == 200
+    assert clean.json() == {"status": "OK"}
+    assert [p.new for p in sim.forstok.history_of("ABC-01")] == applied
+
+
+async def test_bare_error_mode_names_no_row_and_applies_nothing(
+    sim: Simulator, forstok: Forstok
+) -> None:
+    """200 with status ERROR and only a message: no row named, none applied."""
+    sim.config.forstok.mode = "bare_error"
+    response = await forstok.push(_rows())
+    assert response.status_code == 200
+    assert response.json() == {"status": "ERROR", "message": "update failed"}
+    assert sim.forstok.history_of() == []
