@@ -44,6 +44,8 @@ from daemon.errors import (
     ServiceUnavailable,
 )
 from daemon.http import (
+    NORMAL,
+    URGENT,
     ClientStats,
     RateLimiter,
     Retrier,
@@ -380,6 +382,7 @@ class _Call:
     basic_auth: bool = False
     post_on_405: bool = False
     moves: int = 0
+    priority: int = NORMAL
 
 
 @dataclass(frozen=True)
@@ -516,7 +519,11 @@ class AccurateClient:
     async def detail(self, module: str, record_id: int) -> dict[str, Any]:
         """The `d` object of `<module>/detail.do?id=`; NotFound if it is gone."""
         endpoint = f"{module}/detail.do"
-        body = await self._call(_Call(endpoint, query=(("id", record_id),)))
+        # A record's read finishes work a list call found: it goes before the
+        # list calls waiting for the limiter, so a change is not held up
+        # behind the rest of a poll's lists.
+        call = _Call(endpoint, query=(("id", record_id),), priority=URGENT)
+        body = await self._call(call)
 
         return _object(endpoint, body, "d")
 
@@ -551,7 +558,9 @@ class AccurateClient:
     async def item_balances(self, item_id: int) -> ItemBalances:
         """Per-warehouse balances of one item, from `item/detail.do`."""
         endpoint = "item/detail.do"
-        body = await self._call(_Call(endpoint, query=(("id", item_id),)))
+        # Before waiting list calls, as `detail` is.
+        call = _Call(endpoint, query=(("id", item_id),), priority=URGENT)
+        body = await self._call(call)
 
         return _item_balances(endpoint, _object(endpoint, body, "d"))
 
@@ -693,7 +702,7 @@ class AccurateClient:
 
     async def _exchange(self, call: _Call) -> _Sent:
         """Send once; the whole body is read before the limiter slot is freed."""
-        async with self._limiter:
+        async with self._limiter.slot(call.priority):
             sent_with = (self._token_epoch, self._session_epoch)
             # Built inside the slot: a signature made before a long wait would
             # carry a stale timestamp.

@@ -10,6 +10,8 @@ deadline must not be the reason it is cancelled.
 from __future__ import annotations
 
 import email.utils
+import heapq
+import itertools
 import math
 import random
 import time
@@ -36,6 +38,10 @@ RETRY_AFTER_JITTER_FRACTION = 0.1
 RETRY_AFTER_JITTER_MAX_S = 1.0
 SLOWDOWN_MAX = 8.0
 SLOWDOWN_RECOVERY_S = 30.0
+URGENT = 0
+"""Limiter priority of reads that finish work already found (a document's
+detail, an item's stock): they go before waiting NORMAL ones."""
+NORMAL = 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,13 @@ class Timebase:
     sleep: Sleep = anyio.sleep
 
 
+@dataclass(order=True)
+class _Ticket:
+    priority: int
+    seq: int
+    turn: anyio.Event | None = field(default=None, compare=False)
+
+
 class RateLimiter:
     """Bounds request starts per sliding window and requests in flight.
 
@@ -55,7 +68,8 @@ class RateLimiter:
     `rate` requests start in any `period` seconds, no more than `max_in_flight`
     are inside at once, and nobody starts before a `pause_until` deadline.
     A fractional `rate` is rounded down, so the bound always holds; below 1
-    it becomes one start per `period / rate`.
+    it becomes one start per `period / rate`. Waiting users start in order of
+    priority (`slot`), then of arrival; the bounds are the same for all.
 
     After the server says we are too fast, `slow_down` halves the rate (down
     to an eighth): fewer starts per window while more than one is allowed,
@@ -83,9 +97,11 @@ class RateLimiter:
         self._divisor = 1.0
         self._halved_at = -math.inf
         self._quiet_since = 0.0
-        self._slots = anyio.Semaphore(max_in_flight)
-        # Admission is one at a time so that starts are recorded in order.
-        self._admission = anyio.Lock()
+        self._inside = 0
+        # Waiters in order of (priority, arrival); only the first may start,
+        # so that starts are recorded in order.
+        self._queue: list[_Ticket] = []
+        self._tickets = itertools.count()
 
     def pause_until(self, deadline: float) -> None:
         """Let nobody start before `deadline` (a reading of `clock`)."""
@@ -117,15 +133,22 @@ class RateLimiter:
             self._divisor /= 2
             self._quiet_since += SLOWDOWN_RECOVERY_S
 
+    def slot(self, priority: int = NORMAL) -> _Slot:
+        """`async with limiter.slot(URGENT):` starts before every waiting
+        NORMAL user (never before the bounds allow); `async with limiter:`
+        is `slot(NORMAL)`."""
+        return _Slot(self, priority)
+
+    async def ready(self, priority: int = NORMAL) -> None:
+        """Wait until a start would be let through now, without taking it.
+
+        A caller that builds its request from a queue waits here first, so
+        that what was queued during the wait still goes in this request.
+        """
+        await self._admit(priority, take=False)
+
     async def __aenter__(self) -> None:
-        await self._slots.acquire()
-        try:
-            async with self._admission:
-                await self._wait_for_turn()
-                self._starts.append(self._clock())
-        except BaseException:
-            self._slots.release()
-            raise
+        await self._admit(NORMAL, take=True)
 
     async def __aexit__(
         self,
@@ -133,14 +156,40 @@ class RateLimiter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._slots.release()
+        self._release()
 
-    async def _wait_for_turn(self) -> None:
-        while True:
-            wait = self._time_to_wait(self._clock())
-            if wait <= 0:
-                return
-            await self._sleep(wait)
+    def _release(self) -> None:
+        self._inside -= 1
+        self._wake_first()
+
+    async def _admit(self, priority: int, take: bool) -> None:
+        ticket = _Ticket(priority, next(self._tickets))
+        heapq.heappush(self._queue, ticket)
+        try:
+            while True:
+                if self._queue[0] is not ticket or self._inside >= self.max_in_flight:
+                    # Woken when it comes first or a request leaves.
+                    ticket.turn = anyio.Event()
+                    await ticket.turn.wait()
+                    continue
+                now = self._clock()
+                wait = self._time_to_wait(now)
+                if wait <= 0:
+                    break
+                # A more urgent ticket may come first meanwhile; it then
+                # sleeps the same wait, and this one checks again after.
+                await self._sleep(wait)
+            if take:
+                self._starts.append(now)
+                self._inside += 1
+        finally:
+            self._queue.remove(ticket)
+            heapq.heapify(self._queue)
+            self._wake_first()
+
+    def _wake_first(self) -> None:
+        if self._queue and self._queue[0].turn is not None:
+            self._queue[0].turn.set()
 
     def _time_to_wait(self, now: float) -> float:
         self._relax(now)
@@ -155,6 +204,25 @@ class RateLimiter:
             wait = max(wait, self._starts[-allowed] + window - now)
 
         return wait
+
+
+class _Slot:
+    """One request inside a limiter, admitted at a priority."""
+
+    def __init__(self, limiter: RateLimiter, priority: int) -> None:
+        self._limiter = limiter
+        self._priority = priority
+
+    async def __aenter__(self) -> None:
+        await self._limiter._admit(self._priority, take=True)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._limiter._release()
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

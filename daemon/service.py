@@ -347,7 +347,14 @@ async def open_engine(
         )
         forstok = ForstokClient(settings.forstok)
         try:
-            yield Engine(settings, state, accurate, forstok, dry_run=dry_run)
+            yield Engine(
+                settings,
+                state,
+                accurate,
+                forstok,
+                dry_run=dry_run,
+                forstok_pace=forstok.limiter,
+            )
         finally:
             with anyio.CancelScope(shield=True):
                 await accurate.aclose()
@@ -570,9 +577,12 @@ class Workers:
         """Learn warehouses and mapping, then poll, push and full-sync."""
         fresh_context()
         await self.prepare(engine)
-        last = (await engine.state.last_runs()).get("full_sync")
-        if last is None or last["outcome"] != "ok":
-            self.full_syncs.request("no completed full sync yet")
+        newest = await engine.state.newest_run("full_sync")
+        if newest is None:
+            self.full_syncs.request("no full sync yet")
+        elif newest["outcome"] != "ok":
+            outcome = newest["outcome"] or "cut short by a killed process"
+            self.full_syncs.request(f"the last full sync did not complete: {outcome}")
         self.polls.request()
         # A change is pushed as soon as its stock is read, not after the poll.
         engine.on_targets_queued = self.pushes.request

@@ -250,10 +250,43 @@ def test_sigterm_during_a_full_sync_records_it_as_interrupted(
     assert daemon.find("work_abandoned")
     assert [r[1:] for r in state.runs("full_sync")] == [("failed", "interrupted")]
     again = daemons.start(config)
-    again.wait_for("full_sync_started", reason="no completed full sync yet")
+    again.wait_for(
+        "full_sync_started",
+        reason="the last full sync did not complete: failed",
+    )
     again.wait_for("full_sync_finished")
     assert again.stop() == 0
     assert [outcome for _, outcome, _ in state.runs("full_sync")] == ["failed", "ok"]
+
+
+def test_a_full_sync_killed_after_a_complete_one_runs_again_at_start(
+    sim: Simulator, tmp_path: Path, daemons: Daemons
+) -> None:
+    """SIGKILL (or the OOM killer, or a watchdog) leaves no outcome behind:
+    the run stays open in the state file, and an earlier complete full sync
+    must not hide it. The next start runs a full sync again."""
+    config = daemon_config(sim, tmp_path)
+    state = StateFile(tmp_path / "state.sqlite3")
+    first = daemons.start(config)
+    first.wait_for("full_sync_finished")
+    sim.install_faults(hang("accurate", "*list-stock.do"))
+
+    first.send(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while len(state.runs("full_sync")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send(signal.SIGKILL)
+    first.wait(timeout=10)
+    sim.install_faults(FaultPlan())
+    assert [outcome for _, outcome, _ in state.runs("full_sync")] == ["ok", None]
+
+    again = daemons.start(config)
+    again.wait_for(
+        "full_sync_started",
+        reason="the last full sync did not complete: cut short by a killed process",
+    )
+    again.wait_for("full_sync_finished")
+    assert again.stop() == 0
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from daemon.errors import ServiceUnavailable
 from daemon.http import (
+    NORMAL,
     SLOWDOWN_RECOVERY_S,
+    URGENT,
     RateLimiter,
     backoff_delay,
     build_query,
@@ -190,6 +192,77 @@ async def test_cancelled_user_frees_its_slot(fake_time: FakeTime) -> None:
     with anyio.fail_after(1):
         async with limiter:
             pass
+
+
+async def test_urgent_user_starts_before_waiting_normal_ones(
+    fake_time: FakeTime,
+) -> None:
+    """An URGENT user overtakes NORMAL users already waiting, never the bound:
+    a document's detail read does not queue behind a poll's list calls."""
+    limiter = RateLimiter(1, 1.0, 8, fake_time.monotonic, fake_time.sleep)
+    starts: list[tuple[str, float]] = []
+
+    async def user(name: str, priority: int) -> None:
+        async with limiter.slot(priority):
+            starts.append((name, fake_time.now))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(3):
+            tg.start_soon(user, f"list {n}", NORMAL)
+        tg.start_soon(user, "detail", URGENT)
+
+    assert [name for name, _ in starts] == ["list 0", "detail", "list 1", "list 2"]
+    moments = [moment for _, moment in starts]
+    assert max_starts_in_window(moments, 1.0) == 1
+
+
+async def test_bounds_hold_for_mixed_priorities(fake_time: FakeTime) -> None:
+    """URGENT and NORMAL users, some cancelled while they wait: every one
+    that starts keeps to the window and the in-flight bound, and none is
+    left waiting."""
+    limiter = RateLimiter(8, 1.0, 3, fake_time.monotonic, fake_time.sleep)
+    rng = random.Random(5)
+    starts: list[float] = []
+    inside = peak = finished = 0
+
+    async def user(priority: int, patience: float) -> None:
+        nonlocal inside, peak, finished
+        with anyio.move_on_after(patience):
+            async with limiter.slot(priority):
+                starts.append(fake_time.now)
+                inside += 1
+                peak = max(peak, inside)
+                try:
+                    for _ in range(rng.randint(0, 5)):
+                        await anyio.lowlevel.checkpoint()
+                finally:
+                    inside -= 1
+        finished += 1
+
+    async with anyio.create_task_group() as tg:
+        for n in range(60):
+            patience = 0.0 if n % 7 == 0 else 60.0
+            tg.start_soon(user, rng.choice((URGENT, NORMAL)), patience)
+
+    assert finished == 60
+    assert max_starts_in_window(starts, 1.0) <= 8
+    assert peak <= 3
+    assert len(starts) >= 60 - 60 // 7 - 1
+
+
+async def test_ready_waits_for_a_turn_without_taking_it(fake_time: FakeTime) -> None:
+    """`ready` returns when a start would be let through, and takes none: the
+    request built after it still starts at once."""
+    limiter = RateLimiter(1, 1.2, 1, fake_time.monotonic, fake_time.sleep)
+    async with limiter:
+        first = fake_time.now
+
+    await limiter.ready()
+    ready_at = fake_time.now
+    async with limiter:
+        second = fake_time.now
+
+    assert ready_at == second == first + 1.2
 
 
 def test_limiter_rejects_nonsense() -> None:

@@ -82,7 +82,7 @@ def test_c21_sighups_during_a_full_sync_make_exactly_one_more(
     time.sleep(1.5)  # time enough for a third to start, if one were queued
 
     started = daemon.find("full_sync_started")
-    assert [e["reason"] for e in started] == ["no completed full sync yet", "SIGHUP"]
+    assert [e["reason"] for e in started] == ["no full sync yet", "SIGHUP"]
     assert daemon.stop() == 0
     runs = StateFile(tmp_path / "state.sqlite3").query(
         "SELECT started_at, finished_at FROM run WHERE type = 'full_sync' "
