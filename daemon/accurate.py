@@ -190,6 +190,9 @@ class StockPage:
     page: int
     page_count: int
     row_count: int
+    sent_at: datetime
+    """When the request this page answers was sent (UTC), after any wait and
+    retry: the page shows every change Accurate committed before then."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,8 @@ class ItemBalances:
     item_type: str
     suspended: bool
     warehouses: list[WarehouseBalance]
+    sent_at: datetime
+    """As `StockPage.sent_at`."""
 
 
 class SessionExpired(CredentialError):
@@ -400,6 +405,7 @@ class _Sent:
     outcome: httpx.Response | httpx.HTTPError
     token_epoch: int
     session_epoch: int
+    sent_at: float  # wall-clock seconds
 
 
 class AccurateClient:
@@ -549,20 +555,20 @@ class AccurateClient:
             ("warehouseId", warehouse_id),
             *_paging_query(A.ACCURATE_STOCK_FIELDS, page, self._settings.page_size),
         )
-        body = await self._call(_Call(endpoint, query=query))
+        body, sent_at = await self._call_stamped(_Call(endpoint, query=query))
 
         rows = [_stock_row(endpoint, row) for row in _rows(endpoint, body)]
         page_no, page_count, row_count = _paging(endpoint, body, page)
-        return StockPage(rows, page_no, page_count, row_count)
+        return StockPage(rows, page_no, page_count, row_count, sent_at)
 
     async def item_balances(self, item_id: int) -> ItemBalances:
         """Per-warehouse balances of one item, from `item/detail.do`."""
         endpoint = "item/detail.do"
         # Before waiting list calls, as `detail` is.
         call = _Call(endpoint, query=(("id", item_id),), priority=URGENT)
-        body = await self._call(call)
+        body, sent_at = await self._call_stamped(call)
 
-        return _item_balances(endpoint, _object(endpoint, body, "d"))
+        return _item_balances(endpoint, _object(endpoint, body, "d"), sent_at)
 
     # --- the gate: refused credentials and outages ------------------------------
 
@@ -587,9 +593,13 @@ class AccurateClient:
         while Accurate stays down); then one read tries again while the
         others wait for its outcome.
         """
+        return (await self._call_stamped(call))[0]
+
+    async def _call_stamped(self, call: _Call) -> tuple[dict[str, Any], datetime]:
+        """`_call`, and when the request that was answered was sent."""
         probing = await self._pass_gate(call.endpoint)
         try:
-            body = await self._request(call)
+            body, sent_at = await self._request_stamped(call)
         except CredentialError as error:
             self._refused(error)
             raise
@@ -605,7 +615,7 @@ class AccurateClient:
                 self._end_probe()
 
         self._succeeded(probing)
-        return body
+        return body, datetime.fromtimestamp(sent_at, UTC)
 
     async def _pass_gate(self, endpoint: str) -> bool:
         """Wait for a running probe; True if this read is the next probe."""
@@ -680,6 +690,9 @@ class AccurateClient:
     # --- the request ladder ----------------------------------------------------
 
     async def _request(self, call: _Call) -> dict[str, Any]:
+        return (await self._request_stamped(call))[0]
+
+    async def _request_stamped(self, call: _Call) -> tuple[dict[str, Any], float]:
         attempt = 0
         repaired: set[type[CredentialError]] = set()
         while True:
@@ -693,7 +706,7 @@ class AccurateClient:
                 continue
 
             try:
-                return self._read(call, sent.outcome)
+                return self._read(call, sent.outcome), sent.sent_at
             except _REPAIRABLE as problem:
                 await self._repair(call, problem, sent, repaired)
             except RetriableError as error:
@@ -709,6 +722,7 @@ class AccurateClient:
             headers = self._headers(call)
             self.stats.of(call.endpoint).requests += 1
             started = self._time.monotonic()
+            sent_at = self._time.wall()
             try:
                 outcome: httpx.Response | httpx.HTTPError = await self._http.request(
                     call.method,
@@ -721,7 +735,7 @@ class AccurateClient:
 
         elapsed = self._time.monotonic() - started
         log_exchange(SERVICE, call.endpoint, outcome, elapsed)
-        return _Sent(outcome, *sent_with)
+        return _Sent(outcome, *sent_with, sent_at)
 
     async def _detour(
         self, call: _Call, outcome: httpx.Response | httpx.HTTPError
@@ -1048,7 +1062,9 @@ def _stock_row(endpoint: str, row: dict[str, Any]) -> StockRow:
     )
 
 
-def _item_balances(endpoint: str, item: dict[str, Any]) -> ItemBalances:
+def _item_balances(
+    endpoint: str, item: dict[str, Any], sent_at: datetime
+) -> ItemBalances:
     item_type = _text(endpoint, "d.itemType", item.get("itemType"))
     lines = item.get(A.ACCURATE_ITEM_WAREHOUSES_KEY)
     # Services and other non-stock items carry no warehouse data.
@@ -1064,6 +1080,7 @@ def _item_balances(endpoint: str, item: dict[str, Any]) -> ItemBalances:
         item_type=item_type,
         suspended=item.get("suspended") is True,
         warehouses=[_warehouse_balance(endpoint, line) for line in lines],
+        sent_at=sent_at,
     )
 
 

@@ -938,23 +938,25 @@ class State:
             )
             await db.execute(
                 "DELETE FROM run WHERE type = ? AND id NOT IN (SELECT id FROM run "
-                "WHERE type = ? ORDER BY started_at DESC LIMIT 50)",
+                "WHERE type = ? ORDER BY rowid DESC LIMIT 50)",
                 ("poll", "poll"),
             )
 
     async def newest_run(self, run_type: str) -> dict[str, Any] | None:
         """The run of this type started last, finished or not. A process
         killed mid-run (SIGKILL, the OOM killer, a watchdog) leaves its run
-        without `finished_at` or `outcome`."""
+        without `finished_at` or `outcome`. Runs are ordered as they were
+        recorded (rowid), not by their clock times, which a clock set back
+        would reorder."""
         rows = await self._rows(
-            "SELECT * FROM run WHERE type = ? ORDER BY started_at DESC LIMIT 1",
+            "SELECT * FROM run WHERE type = ? ORDER BY rowid DESC LIMIT 1",
             (run_type,),
         )
         return dict(rows[0]) if rows else None
 
     async def last_runs(self) -> dict[str, dict[str, Any]]:
         rows = await self._rows(
-            "SELECT * FROM run WHERE finished_at IS NOT NULL ORDER BY started_at"
+            "SELECT * FROM run WHERE finished_at IS NOT NULL ORDER BY rowid"
         )
         last: dict[str, dict[str, Any]] = {}
         for row in rows:

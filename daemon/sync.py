@@ -29,7 +29,7 @@ from collections.abc import (
 )
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -332,7 +332,8 @@ class Engine:
             await self.state.start_run(run_id, "poll")
             try:
                 await self.reload_mapping_if_imported()
-                await self._poll_items(counts)
+                failures: _KindFailures = {}
+                await self._poll_items(counts, failures)
                 # Every kind at once: the list calls wait their turns in the
                 # Accurate limiter, and the detail and stock reads of a kind
                 # listed early go before the list calls still waiting there
@@ -340,8 +341,13 @@ class Engine:
                 async with _tasks() as tg:
                     for kind in DOCUMENT_KINDS:
                         tg.start_soon(
-                            self._poll_kind_safely, kind, counts, name=kind.name
+                            self._poll_kind_safely,
+                            kind,
+                            counts,
+                            failures,
+                            name=kind.name,
                         )
+                _log_kind_failures(failures)
                 await self.refresh(counts)
                 if push:
                     await self.push(counts)
@@ -354,7 +360,9 @@ class Engine:
             self._log_summary("poll_finished", counts, started, pushes=push)
         return counts
 
-    async def _poll_kind_safely(self, kind: DocumentKind, counts: Counts) -> None:
+    async def _poll_kind_safely(
+        self, kind: DocumentKind, counts: Counts, failures: _KindFailures
+    ) -> None:
         with structlog.contextvars.bound_contextvars(kind=kind.name):
             try:
                 queued = counts.pairs_queued
@@ -364,7 +372,7 @@ class Engine:
                     await self.refresh(counts)
             except ServiceError as error:
                 counts.errors += 1
-                log.error("poll_kind_failed", error=str(error))
+                _note_failure(failures, kind.name, error)
 
     async def poll_kind(self, kind: DocumentKind, counts: Counts) -> None:
         if kind.feed is ChangeFeed.TRANS_DATE:
@@ -615,14 +623,14 @@ class Engine:
                 tg.start_soon(read, doc_id, row)
         return records, pairs, deleted, held
 
-    async def _poll_items(self, counts: Counts) -> None:
+    async def _poll_items(self, counts: Counts, failures: _KindFailures) -> None:
         """New, renamed and suspended items; a changed opening balance."""
         with structlog.contextvars.bound_contextvars(kind="opening_balance"):
             try:
                 await self._poll_items_once(counts)
             except ServiceError as error:
                 counts.errors += 1
-                log.error("poll_kind_failed", error=str(error))
+                _note_failure(failures, "opening_balance", error)
 
     async def _poll_items_once(self, counts: Counts) -> None:
         cursor = (await self.state.cursors()).get("opening_balance")
@@ -704,16 +712,11 @@ class Engine:
     async def _refresh_batch(self, pending: list[QueuedPair], counts: Counts) -> None:
         by_item = _by_item(pending)
         results: dict[int, ItemBalances | None] = {}
-        asked_at: dict[int, str] = {}
         lists = await self._lists_to_read(by_item)
         if lists:
-            await self._read_stock_lists(lists, by_item, results, asked_at)
+            await self._read_stock_lists(lists, by_item, results)
 
         async def read(item_id: int) -> None:
-            # Stamped when asked, not when answered: Accurate may compute an
-            # answer before a change and deliver it after a newer reading, and
-            # an answer stamp would let that value pass for the newer one.
-            asked = iso_utc(utc_now())
             try:
                 results[item_id] = await self._accurate(
                     self.accurate.item_balances(item_id)
@@ -721,7 +724,6 @@ class Engine:
             except NotFound:
                 log.warning("item_not_found", item=item_id)
                 results[item_id] = None
-            asked_at[item_id] = asked
 
         async with _tasks() as tg:
             for item_id in by_item.keys() - results.keys():
@@ -732,7 +734,13 @@ class Engine:
         for item_id, balances in results.items():
             if balances is None:
                 continue
-            read_at = asked_at[item_id]
+            # Dated when the answered request was sent. Not when the answer
+            # came: one computed before a change may arrive after a newer
+            # reading and must not pass for it. Nor when first asked: a read
+            # that waited for the limiter or a retry shows changes made
+            # meanwhile, which (when no poll sees them, as after a back-dated
+            # edit) must not lose to a reading computed before them.
+            read_at = iso_utc(balances.sent_at)
             for wb in balances.warehouses:
                 if wb.warehouse_id in self.warehouses.sources:
                     readings.append(
@@ -786,21 +794,18 @@ class Engine:
         lists: set[int],
         by_item: Mapping[int, list[QueuedPair]],
         results: dict[int, ItemBalances | None],
-        asked_at: dict[int, str],
     ) -> None:
         """Read `lists` page by page and settle every item whose needed
         warehouses all list it; the rest are left to their item detail
         (an item absent from a list may have no stock there, or may not:
         confirm, never assume, a zero)."""
-        found: dict[int, dict[int, tuple[Decimal, str]]] = defaultdict(dict)
+        found: dict[int, dict[int, tuple[Decimal, datetime]]] = defaultdict(dict)
         for warehouse_id in lists:
 
-            def keep(
-                page: StockPage, read_at: str, warehouse_id: int = warehouse_id
-            ) -> None:
+            def keep(page: StockPage, warehouse_id: int = warehouse_id) -> None:
                 for row in page.rows:
                     if row.item_id in by_item:
-                        found[row.item_id][warehouse_id] = (row.quantity, read_at)
+                        found[row.item_id][warehouse_id] = (row.quantity, page.sent_at)
 
             await self._each_stock_page(warehouse_id, keep)
         for item_id, pairs in by_item.items():
@@ -813,27 +818,25 @@ class Engine:
                 "INVENTORY",
                 False,
                 [WarehouseBalance(w, "", have[w][0], False) for w in needed],
+                # The earliest page it came from: never newer than it is.
+                # (No needed warehouse: no reading, so no date to give.)
+                min((have[w][1] for w in needed), default=_NEVER),
             )
-            # The earliest page it came from: never newer than it is.
-            asked_at[item_id] = min((have[w][1] for w in needed), default="")
 
     async def _each_stock_page(
-        self, warehouse_id: int, on_page: Callable[[StockPage, str], None]
+        self, warehouse_id: int, on_page: Callable[[StockPage], None]
     ) -> None:
-        """Every stock-list page of a warehouse, each with the time it was
-        asked for (see `_refresh_batch` on why not the time it arrived)."""
-        asked = iso_utc(utc_now())
+        """Every stock-list page of a warehouse."""
         first = await self._accurate(self.accurate.list_stock_page(warehouse_id, 1))
-        on_page(first, asked)
+        on_page(first)
         pages = iter(range(2, first.page_count + 1))
 
         async def worker() -> None:
             for number in pages:
-                asked = iso_utc(utc_now())
                 page = await self._accurate(
                     self.accurate.list_stock_page(warehouse_id, number)
                 )
-                on_page(page, asked)
+                on_page(page)
 
         async with _tasks() as tg:
             for _ in range(max(1, self.settings.accurate.max_in_flight)):
@@ -1194,8 +1197,11 @@ class Engine:
     ) -> None:
         with structlog.contextvars.bound_contextvars(warehouse=warehouse_id):
             previous = await self.state.readings_in(warehouse_id)
-            listed_at = iso_utc(utc_now())
             first = await self._accurate(self.accurate.list_stock_page(warehouse_id, 1))
+            # Each page is dated when its request was sent (see
+            # `_refresh_batch`); an absence from the whole list, when the
+            # first page's was, which went before all the others.
+            listed_at = iso_utc(first.sent_at)
             reporter.add_pages(first.page_count)
             seen: set[int] = set()
             sizes = {first.row_count}
@@ -1207,14 +1213,17 @@ class Engine:
 
             async def worker() -> None:
                 for number in pages:
-                    # Stamped when asked: see `_refresh_batch`.
-                    asked = iso_utc(utc_now())
                     page = await self._accurate(
                         self.accurate.list_stock_page(warehouse_id, number)
                     )
                     sizes.add(page.row_count)
                     await self._store_stock_page(
-                        warehouse_id, page, asked, seen, counts, reporter
+                        warehouse_id,
+                        page,
+                        iso_utc(page.sent_at),
+                        seen,
+                        counts,
+                        reporter,
                     )
 
             async with _tasks() as tg:
@@ -1317,6 +1326,29 @@ class Engine:
         elapsed = round(time.monotonic() - started, 3)
         level = log.info if always or counts.found_work() else log.debug
         level(event, elapsed_s=elapsed, **counts.as_dict(pushes), **extra)
+
+
+_NEVER = datetime.fromtimestamp(0, UTC)
+
+_KindFailures = dict[tuple[str, str, str], list[tuple[str, ServiceError]]]
+"""A poll's failed kinds by cause: (service, error type, detail) -> kinds."""
+
+
+def _note_failure(failures: _KindFailures, kind: str, error: ServiceError) -> None:
+    cause = (error.service, type(error).__name__, error.detail)
+    failures.setdefault(cause, []).append((kind, error))
+
+
+def _log_kind_failures(failures: _KindFailures) -> None:
+    """One line per cause of a poll's failures, naming every kind it stopped.
+
+    Once Accurate's reads are held back (a refused credential, an outage),
+    every later kind fails at once for the same cause, each at its own
+    endpoint; a line per kind would repeat it seventeen times each poll."""
+    for failed in failures.values():
+        kinds = [kind for kind, _ in failed]
+        first = failed[0][1]
+        log.error("poll_kind_failed", kind=kinds[0], kinds=kinds, error=str(first))
 
 
 @dataclass

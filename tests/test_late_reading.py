@@ -27,6 +27,7 @@ from sync_cases import (
 
 from daemon.simulator.app import Simulator
 from daemon.simulator.config import SimConfig
+from daemon.simulator.faults import FaultAction, FaultPlan, FaultRule
 
 
 @pytest.fixture
@@ -99,4 +100,36 @@ async def test_a_stock_list_answered_late_is_never_pushed_after_a_newer_reading(
             late.release()
 
         assert pushes_of(sim, "G01") == [10, 9]
+        assert mismatches(sim) == {}
+
+
+async def test_a_retried_stock_page_is_dated_by_its_last_attempt(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A full sync's page refused once (503) is sent again after a pause in
+    which a poll reads and pushes G01 (9), and a back-dated sale that no poll
+    can see takes it to 7. The page that is answered shows 7 and is newer than
+    the 9: dated by its first try it would lose, and Forstok would keep 9
+    until the next full sync."""
+    async with engine_for(sim, tmp_path) as h:
+        await settle(h)
+        gdg_1 = {"warehouseId": str(sim.accurate.warehouse_by_name("GDG-1").id)}
+        page = "*/item/list-stock.do"
+        refused = FaultAction("status", status=503)
+        rule = FaultRule(refused, "accurate", page, count=1, params=gdg_1)
+        sim.install_faults(FaultPlan([rule]))
+        first = sim.when_request("accurate", page, params=gdg_1, hold=False)
+        retried = sim.when_request("accurate", page, params=gdg_1, nth=2)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(h.engine.full_sync, "test")
+            await wait_for(first)
+            sell(sim, "SI-1", "G01", 1, "01/02/2026 10:00:00")
+            await h.engine.poll()
+            assert on_hand(sim, "G01") == 9
+            sell(sim, "SI-2", "G01", 2, "01/01/2025 10:00:00")
+            await wait_for(retried)
+            retried.release()
+
+        assert pushes_of(sim, "G01") == [10, 9, 7]
         assert mismatches(sim) == {}

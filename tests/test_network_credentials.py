@@ -26,6 +26,7 @@ from network_support import (
 from structlog.testing import capture_logs
 
 from daemon.accurate import ACTION_NEW_API_CREDENTIAL, ACTION_SIGNATURE
+from daemon.kinds import DOCUMENT_KINDS
 from daemon.service import DATA_HOST_KEY
 from daemon.simulator import FaultAction, Simulator
 
@@ -88,6 +89,12 @@ async def test_refused_credential_is_retried_rarely(
     assert {e["action"] for e in rejected} == {action}
     assert {e["retry_in_s"] for e in rejected} == {1.0}
     assert len(events(logs, "accurate_credentials_accepted")) == 1
+    # The refusal stops every kind of a poll, but not with a line per kind:
+    # at most one for the refused request and one for the kinds held back.
+    failed = events(logs, "poll_kind_failed")
+    assert len(failed) <= 2 * 4  # the three refused polls and the one retry
+    stopped = sum(len(e["kinds"]) for e in failed)
+    assert stopped == 4 * (len(DOCUMENT_KINDS) + 1)  # and the item poll
     assert mismatches(sim) == {}
     assert cursor == stamp
 

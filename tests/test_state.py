@@ -136,3 +136,26 @@ async def test_pair_queued_by_another_process_during_a_read_stays_queued(
     finally:
         await operator.close()
         await daemon.close()
+
+
+async def test_newest_run_is_the_last_recorded_whatever_the_clock_said(
+    tmp_path: Path,
+) -> None:
+    """A complete full sync stamped while the clock ran ahead, then one cut
+    short by a kill: the cut-short run is the newest, so the next start runs
+    a full sync again."""
+    path = tmp_path / "state.sqlite3"
+    state = await State.open(path)
+    try:
+        await state.start_run("ahead", "full_sync")
+        await state.finish_run("ahead", "ok", {}, None)
+        with sqlite3.connect(path) as db:  # as NTP would have left it
+            db.execute("UPDATE run SET started_at = '2099-01-01T00:00:00Z'")
+        await state.start_run("killed", "full_sync")
+
+        newest = await state.newest_run("full_sync")
+    finally:
+        await state.close()
+
+    assert newest is not None
+    assert (newest["id"], newest["outcome"]) == ("killed", None)
