@@ -484,10 +484,7 @@ async def _import_overrides(settings: Settings, path: Path) -> int:
         return EX_DATAERR
     overrides, problems = parse_overrides(lines, str(path))
     if problems:
-        for problem in problems:
-            print(f"stocksync: {problem}", file=sys.stderr)
-        print("stocksync: nothing imported", file=sys.stderr)
-        return EX_DATAERR
+        return _refuse_import(problems)
 
     state = await State.open(settings.state_path)
     try:
@@ -519,10 +516,7 @@ async def _import_forstok(settings: Settings, path: Path) -> int:
         return EX_DATAERR
     skus, problems = parse_forstok_export(lines, str(path))
     if problems:
-        for problem in problems:
-            print(f"stocksync: {problem}", file=sys.stderr)
-        print("stocksync: nothing imported", file=sys.stderr)
-        return EX_DATAERR
+        return _refuse_import(problems)
 
     state = await State.open(settings.state_path)
     try:
@@ -534,6 +528,14 @@ async def _import_forstok(settings: Settings, path: Path) -> int:
         "a running daemon applies them at its next poll"
     )
     return EX_OK
+
+
+def _refuse_import(problems: list[str]) -> int:
+    """Report every problem of a file; a file with any is imported not at all."""
+    for problem in problems:
+        print(f"stocksync: {problem}", file=sys.stderr)
+    print("stocksync: nothing imported", file=sys.stderr)
+    return EX_DATAERR
 
 
 async def _clear_forstok(settings: Settings) -> int:
