@@ -52,7 +52,7 @@ from daemon.accurate import (
     saved_oauth_tokens,
 )
 from daemon.config import Settings
-from daemon.errors import CredentialError, ServiceError
+from daemon.errors import CredentialError, ServiceError, StateUnusable
 from daemon.forstok import ForstokClient
 from daemon.lock import InstanceLock
 from daemon.logs import fresh_context, new_run_id
@@ -491,6 +491,8 @@ async def _serve(
             async with open_engine(settings, dry_run=dry_run) as engine:
                 await record_start(engine, dry_run)
                 await _run(engine, workers, received, notifier)
+        except StateUnusable:
+            raise  # found on opening: the caller's one line and exit 78
         except Exception:
             log.exception("daemon_crashed")
             return EX_SOFTWARE

@@ -20,7 +20,9 @@ from cancellation, so it commits or rolls back whole.
 
 A state file that cannot be used (damaged, not a database, unreadable, or
 in a place that is not a writable directory) is reported as StateUnusable,
-naming `state_path` and what to do, never as a bare SQLite error.
+naming `state_path` and what to do, never as a bare SQLite error. So is a
+database of another program, told by the header stamp stocksync writes
+(PRAGMA application_id), and one whose schema is newer than this code's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import sqlite3
 import stat
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -47,6 +50,8 @@ from daemon.mapping import Item, Override, normalize_sku
 from daemon.timefmt import iso_utc, parse_last_update, utc_now
 
 SCHEMA_VERSION = 1
+APPLICATION_ID = 0x53544B53
+"""Stamped in the SQLite header (PRAGMA application_id): "STKS"."""
 
 Reasons = Mapping[Pair, str] | Iterable[Pair]
 """Pairs to queue, each with the reason it is queued, or all with one reason."""
@@ -294,6 +299,9 @@ class State:
             await self._db.close()
 
     async def _prepare(self) -> None:
+        # Before any write: even switching the journal mode would change a
+        # file that belongs to another program.
+        await self._check_ownership()
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA busy_timeout=10000")
         # FULL: a committed cursor survives power loss, not only a crash.
@@ -304,6 +312,7 @@ class State:
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+            await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         self._seq = int(
             await self._scalar(
                 "SELECT max(m) FROM (SELECT max(seq) m FROM pending_pair "
@@ -311,6 +320,35 @@ class State:
             )
             or 0
         )
+
+    async def _check_ownership(self) -> None:
+        """Refuse a database of another program, or one written by a newer
+        stocksync: adding our tables to the first, or reading the second with
+        an older schema in mind, would damage work that is not ours to touch.
+        Files made before the header was stamped hold only our tables."""
+        stamp = await self._scalar("PRAGMA application_id")
+        tables = {
+            row[0]
+            for row in await self._rows(
+                "SELECT name FROM sqlite_master "
+                "WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+            )
+        }
+        if stamp != APPLICATION_ID and (tables - _TABLES or stamp):
+            raise _foreign(self.path, stamp, tables)
+
+        if "meta" in tables:
+            version = await self._scalar(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            )
+            if version is not None and _newer_schema(str(version)):
+                raise StateUnusable(
+                    str(self.path),
+                    f"was written by a newer stocksync (schema {version}; this "
+                    f"one knows {SCHEMA_VERSION})",
+                    "run the newer stocksync again, or point state_path at a "
+                    "new file (a new state file starts with a full sync)",
+                )
 
     # -- transactions -----------------------------------------------------
 
@@ -1052,6 +1090,28 @@ def _chunks(values: Sequence[Any], size: int) -> Iterable[list[Any]]:
 
 
 # -- a state file that cannot be used -------------------------------------------
+
+_TABLES = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
+
+
+def _foreign(path: Path, stamp: int, tables: set[str]) -> StateUnusable:
+    others = sorted(tables - _TABLES)
+    shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+    what = f"tables {shown}" if others else f"application_id {stamp}"
+    return StateUnusable(
+        str(path),
+        f"is a SQLite database of another program ({what})",
+        "point state_path at a new file; stocksync creates it and starts "
+        "with a full sync",
+    )
+
+
+def _newer_schema(version: str) -> bool:
+    try:
+        return int(version) > SCHEMA_VERSION
+    except ValueError:
+        return True  # not a number this stocksync ever wrote
+
 
 _DAMAGED = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
 _NO_ACCESS = (

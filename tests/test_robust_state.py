@@ -13,7 +13,9 @@ hang fails the test instead of hanging the suite.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,7 +29,7 @@ from daemon_support import REPO, complete_full_sync, daemon_config
 
 from daemon.errors import StateUnusable
 from daemon.simulator.app import Simulator
-from daemon.state import State
+from daemon.state import APPLICATION_ID, SCHEMA_VERSION, State
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -204,6 +206,78 @@ def test_a_good_state_still_opens_and_runs(sim: Simulator, tmp_path: Path) -> No
     result = stocksync(config, "status")
 
     assert result.returncode == 0, result.stderr
+
+
+def another_programs_database(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total TEXT)")
+        db.execute("INSERT INTO orders VALUES (1, '10.00')")
+
+
+def test_another_programs_database_is_refused_and_left_as_it_was(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A state_path that names some other program's SQLite file (a typo, a
+    copied config) is refused before anything is written to it: no tables of
+    ours added, no journal mode switched."""
+    state = tmp_path / "state.sqlite3"
+    another_programs_database(state)
+    before = state.read_bytes()
+    config = daemon_config(sim, tmp_path)
+
+    for command in (("run",), ("status",), ("mapping",)):
+        result = stocksync(config, *command)
+        assert_refused(result, state, "another program", "tables orders", "new file")
+    assert state.read_bytes() == before, "a refused command changed the file"
+
+
+def open_state(path: Path) -> None:
+    async def open_and_close() -> None:
+        await (await State.open(path)).close()
+
+    anyio.run(open_and_close)
+
+
+def test_a_foreign_application_id_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite3"
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        db.execute("PRAGMA application_id = 1234")
+
+    with pytest.raises(StateUnusable) as caught:
+        open_state(state)
+
+    assert "another program (application_id 1234)" in str(caught.value)
+
+
+def test_a_state_written_by_a_newer_stocksync_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite3"
+    open_state(state)
+    with contextlib.closing(sqlite3.connect(state)) as db, db:
+        db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+            (str(SCHEMA_VERSION + 1),),
+        )
+
+    with pytest.raises(StateUnusable) as caught:
+        open_state(state)
+
+    assert f"newer stocksync (schema {SCHEMA_VERSION + 1}" in str(caught.value)
+    assert "run the newer stocksync again" in str(caught.value)
+
+
+def test_a_state_made_before_the_header_stamp_is_adopted(tmp_path: Path) -> None:
+    """State files from before the stamp hold only our tables: they open, and
+    are stamped as ours from then on."""
+    state = tmp_path / "state.sqlite3"
+    open_state(state)
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        db.execute("PRAGMA application_id = 0")
+
+    open_state(state)
+
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        stamp = db.execute("PRAGMA application_id").fetchone()[0]
+    assert stamp == APPLICATION_ID
 
 
 def rewrite_state_path(config: Path, state: Path) -> None:
