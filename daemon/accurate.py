@@ -21,7 +21,7 @@ import hmac
 import json
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
@@ -35,6 +35,7 @@ from daemon import assumptions as A
 from daemon.config import AccurateSettings, OAuthSettings, Secret
 from daemon.errors import (
     CredentialError,
+    MalformedRecord,
     MalformedResponse,
     NotFound,
     PermanentError,
@@ -212,6 +213,10 @@ class ItemBalances:
     warehouses: list[WarehouseBalance]
     sent_at: datetime
     """As `StockPage.sent_at`."""
+    unreadable: dict[int, str] = field(default_factory=dict)
+    """Warehouse id -> what did not parse on that warehouse's line. Such a
+    line is left out of `warehouses`: it only matters if the caller needs
+    that warehouse, which the client does not know."""
 
 
 class SessionExpired(CredentialError):
@@ -568,7 +573,12 @@ class AccurateClient:
         call = _Call(endpoint, query=(("id", item_id),), priority=URGENT)
         body, sent_at = await self._call_stamped(call)
 
-        return _item_balances(endpoint, _object(endpoint, body, "d"), sent_at)
+        try:
+            return _item_balances(endpoint, _object(endpoint, body, "d"), sent_at)
+        except MalformedResponse as error:
+            raise MalformedRecord(
+                SERVICE, endpoint, f"item {item_id}: {error.detail}"
+            ) from error
 
     # --- the gate: refused credentials and outages ------------------------------
 
@@ -1071,23 +1081,34 @@ def _item_balances(
     if lines is None and item_type != "INVENTORY":
         lines = []
     if not isinstance(lines, list) or not all(isinstance(x, dict) for x in lines):
-        field = f"d.{A.ACCURATE_ITEM_WAREHOUSES_KEY}"
-        raise MalformedResponse(SERVICE, endpoint, f"field {field} is not a list")
+        key = f"d.{A.ACCURATE_ITEM_WAREHOUSES_KEY}"
+        raise MalformedResponse(SERVICE, endpoint, f"field {key} is not a list")
 
+    warehouses, unreadable = [], {}
+    for line in lines:
+        prefix = f"d.{A.ACCURATE_ITEM_WAREHOUSES_KEY}[]"
+        warehouse_id = _int(endpoint, f"{prefix}.id", line.get("id"))
+        try:
+            warehouses.append(_warehouse_balance(endpoint, warehouse_id, line))
+        except MalformedResponse as error:
+            unreadable[warehouse_id] = error.detail
     return ItemBalances(
         item_id=_int(endpoint, "d.id", item.get("id")),
         item_no=_text(endpoint, "d.no", item.get("no")),
         item_type=item_type,
         suspended=item.get("suspended") is True,
-        warehouses=[_warehouse_balance(endpoint, line) for line in lines],
+        warehouses=warehouses,
         sent_at=sent_at,
+        unreadable=unreadable,
     )
 
 
-def _warehouse_balance(endpoint: str, line: dict[str, Any]) -> WarehouseBalance:
+def _warehouse_balance(
+    endpoint: str, warehouse_id: int, line: dict[str, Any]
+) -> WarehouseBalance:
     prefix = f"d.{A.ACCURATE_ITEM_WAREHOUSES_KEY}[]"
     return WarehouseBalance(
-        warehouse_id=_int(endpoint, f"{prefix}.id", line.get("id")),
+        warehouse_id=warehouse_id,
         name=_text(endpoint, f"{prefix}.name", line.get("name")),
         balance=_decimal(endpoint, f"{prefix}.balance", line.get("balance")),
         suspended=line.get("suspended") is True,

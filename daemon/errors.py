@@ -103,6 +103,12 @@ class MalformedResponse(ServiceError):
     """The body did not parse, or a field the client needs is missing."""
 
 
+class MalformedRecord(MalformedResponse):
+    """A well-formed answer about one record (an item) with a field that does
+    not parse: that record's data is at fault, not the service, and other
+    records can still be read."""
+
+
 class PermanentError(ServiceError):
     """The service refused the request for a reason a retry cannot fix."""
 

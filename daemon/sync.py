@@ -47,6 +47,7 @@ from daemon.accurate import (
 from daemon.config import Settings, WarehouseMapping
 from daemon.errors import (
     CredentialError,
+    MalformedRecord,
     MalformedResponse,
     NotFound,
     PermanentError,
@@ -718,12 +719,20 @@ class Engine:
 
         async def read(item_id: int) -> None:
             try:
-                results[item_id] = await self._accurate(
-                    self.accurate.item_balances(item_id)
-                )
+                balances = await self._accurate(self.accurate.item_balances(item_id))
             except NotFound:
                 log.warning("item_not_found", item=item_id)
-                results[item_id] = None
+                balances = None
+            except MalformedRecord as error:
+                self._report_unreadable(item_id, error.detail)
+                balances = None
+            if balances is not None:
+                needed = self._needed(by_item[item_id])
+                bad = {w: p for w, p in balances.unreadable.items() if w in needed}
+                if bad:
+                    self._report_unreadable(item_id, "; ".join(bad.values()))
+                    balances = None
+            results[item_id] = balances
 
         async with _tasks() as tg:
             for item_id in by_item.keys() - results.keys():
@@ -763,6 +772,20 @@ class Engine:
         )
         if targets and self.on_targets_queued is not None:
             self.on_targets_queued()
+
+    def _report_unreadable(self, item_id: int, problem: str) -> None:
+        """Reported and left out, so that one item's bad data holds up no
+        other item; its pairs leave the queue, and the next full sync reads
+        the item's stock from the warehouse lists instead."""
+        target = self.mapping.targets.get(item_id)
+        log.error(
+            "item_unreadable",
+            item=item_id,
+            sku=target.sku if target else None,
+            error=problem,
+            action="nothing is pushed for it until the next full sync reads it "
+            "again; check the item's stock in Accurate",
+        )
 
     def _needed(self, pairs: Iterable[QueuedPair]) -> set[int]:
         """The mapped warehouses whose stock these pairs of one item need."""

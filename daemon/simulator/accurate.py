@@ -627,6 +627,11 @@ class AccurateModel:
         row["detailWarehouseData"] = [
             self._warehouse_data(item, wh) for wh in self.warehouses.values()
         ]
+        odd = self.config.accurate.odd_item_balance
+        for line in row["detailWarehouseData"] if odd else []:
+            key = f"{item.no}/{line['name']}"
+            if key in odd:
+                line["balance"] = odd[key]
         return row
 
     def _warehouse_data(self, item: Item, wh: Warehouse) -> dict[str, Any]:
