@@ -537,6 +537,23 @@ class State:
                     (cursor, now),
                 )
 
+    async def forget_items(self, item_ids: Sequence[int]) -> None:
+        """Drop items Accurate no longer has, with their queued work: kept,
+        a deleted item would collide forever with a new one of its number."""
+        async with self.write() as db:
+            for chunk in _chunks(sorted(set(item_ids)), 500):
+                marks = ",".join("?" * len(chunk))
+                for table, column in _ITEM_ROWS:
+                    where = f"{column} IN ({marks})"
+                    if table == "document":
+                        where += " AND kind = 'opening_balance'"
+                    await db.execute(f"DELETE FROM {table} WHERE {where}", chunk)  # noqa: S608  fixed names, placeholders
+
+    async def pushed_skus(self) -> dict[tuple[str, int], int]:
+        """Every (SKU, Forstok warehouse) pushed, with the last quantity."""
+        rows = await self._rows("SELECT sku, forstok_warehouse, quantity FROM pushed")
+        return {(r[0], r[1]): r[2] for r in rows}
+
     async def items(self) -> list[Item]:
         rows = await self._rows("SELECT id, no, item_type, suspended FROM item")
         return [
@@ -1090,6 +1107,15 @@ def _chunks(values: Sequence[Any], size: int) -> Iterable[list[Any]]:
 
 
 # -- a state file that cannot be used -------------------------------------------
+
+_ITEM_ROWS = (
+    ("item", "id"),
+    ("document", "id"),
+    ("pending_pair", "item_id"),
+    ("push_queue", "item_id"),
+    ("reading", "item_id"),
+)
+"""Where an item's rows are, by table and column."""
 
 _TABLES = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
 

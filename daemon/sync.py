@@ -69,6 +69,7 @@ from daemon.mapping import (
     Item,
     MappingResult,
     changed_targets,
+    normalize_sku,
     offered_quantity,
     resolve_mapping,
 )
@@ -297,11 +298,38 @@ class Engine:
         self._sku_items = {t.sku: t.item_id for t in self.mapping.targets.values()}
         self._report_problems()
         changed = changed_targets(before, self.mapping)
+        if requeue_reason:
+            await self._report_dropped_skus(before)
         if requeue_reason and changed:
             await self.state.queue_pairs(
                 dict.fromkeys(((i, ALL_WAREHOUSES) for i in changed), requeue_reason)
             )
             log.info("mapping_changed", items=len(changed), reason=requeue_reason)
+
+    async def _report_dropped_skus(self, before: MappingResult) -> None:
+        """A SKU we pushed that no item maps to any more (its item renamed,
+        deleted or mapped elsewhere) keeps its last quantity in Forstok:
+        nothing is pushed to it, as nothing in Accurate says what it holds
+        now, so the operator is told at once."""
+        now = {t.sku for t in self.mapping.targets.values()}
+        dropped = {t.sku: t for t in before.targets.values() if t.sku not in now}
+        if not dropped:
+            return
+        successors = {t.item_id: t.sku for t in self.mapping.targets.values()}
+        for (sku, warehouse), quantity in (await self.state.pushed_skus()).items():
+            old = dropped.get(sku)
+            if old is None:
+                continue
+            log.warning(
+                "sku_no_longer_synced",
+                sku=sku,
+                forstok_warehouse=warehouse,
+                last_pushed=quantity,
+                item=old.item_id,
+                now_synced_as=successors.get(old.item_id),
+                action="Forstok keeps this quantity; set it to 0 or delete the "
+                "listing in Forstok, or map the SKU to an item again",
+            )
 
     async def reload_mapping_if_imported(self) -> None:
         """Pick up a `stocksync mapping import` made while the daemon runs."""
@@ -310,7 +338,7 @@ class Engine:
 
     def _report_problems(self) -> None:
         for problem in self.mapping.problems:
-            key = (problem.kind, *problem.item_nos)
+            key = (problem.kind, *problem.item_nos, *problem.skus)
             if key in self._reported or problem.kind == "excluded":
                 continue
             self._reported.add(key)
@@ -690,6 +718,15 @@ class Engine:
         counts.documents += len(items)
         counts.pairs_queued += len(pairs)
         if items:
+            # Accurate's numbers are unique: an item the state holds under the
+            # number of one just listed was deleted or renamed unseen.
+            listed = {item.no: item.id for item, _ in items}
+            namesakes = {
+                known.id
+                for known in await self.state.items()
+                if listed.get(known.no, known.id) != known.id
+            }
+            await self._settle_items(namesakes, "another item has its number")
             await self.reload_mapping("mapping changed")
 
     # -- refresh ----------------------------------------------------------------
@@ -1173,22 +1210,51 @@ class Engine:
         reporter = _ProgressReporter(
             self.settings.sync.progress_interval, progress, counts
         )
+        shared = self._shared_sources()
         async with _tasks() as tg:
             reading_done = anyio.Event()
             tg.start_soon(self._push_while, reading_done, counts, name="full_sync_push")
             try:
                 for warehouse_id in self.warehouses.sources:
-                    await self._read_warehouse(warehouse_id, counts, reporter)
+                    await self._read_warehouse(
+                        warehouse_id, counts, reporter, warehouse_id not in shared
+                    )
             finally:
                 reading_done.set()
         await self.refresh(counts)
+        await self._queue_shared_feeds()
         await self.push(counts)
         # A push already running (the daemon's push task) takes over the rows
         # push() found it busy for: wait for it, so that the outcome knows
         # whether they went out.
         async with self._push_lock:
             pass
+        await self._report_stale_skus()
         reporter.done()
+
+    def _shared_sources(self) -> set[int]:
+        """Accurate warehouses that feed a Forstok warehouse together with
+        others. Their sum is only pushed once every one of them, and every
+        absence re-read, is in: pushed page by page it would mix this run's
+        reading of one with an older one of another (a transfer between them
+        would show its units twice), or miss one on a first run."""
+        return {
+            warehouse
+            for sources in self.warehouses.feeds.values()
+            if len(sources) > 1
+            for warehouse in sources
+        }
+
+    async def _queue_shared_feeds(self) -> None:
+        shared = [f for f, sources in self.warehouses.feeds.items() if len(sources) > 1]
+        await self.state.queue_targets(
+            [
+                (item, forstok_id)
+                for forstok_id in shared
+                for item in self.mapping.targets
+            ],
+            "full sync",
+        )
 
     async def _push_while(self, done: anyio.Event, counts: Counts) -> None:
         while not done.is_set():
@@ -1201,9 +1267,12 @@ class Engine:
         # this listing: the stock read next covers every item in it, so the
         # first poll need not list and re-read the whole catalogue.
         newest: str | None = None
+        known = {item.id for item in await self.state.items()}
+        listed: set[int] = set()
 
         async def store(rows: list[dict[str, Any]]) -> None:
             nonlocal newest
+            listed.update(r["id"] for r in rows if isinstance(r.get("id"), int))
             read = [(item, row) for row in rows if (item := _item(row))]
             versions = _item_versions(read)
             newest = advance(newest, [v.last_update for v in versions])
@@ -1213,11 +1282,70 @@ class Engine:
         await self._list_all("item", [], each_page=store)
         if newest and "opening_balance" not in await self.state.cursors():
             await self.state.record_items([], {}, newest)
+        # Not taken as deleted on the listing's word: rows edited while it is
+        # paged shift between pages, so a live item can be missed.
+        await self._settle_items(known - listed, "missing from the item list")
         await self.reload_mapping()
 
+    async def _settle_items(self, item_ids: set[int], why: str) -> None:
+        """Ask Accurate about items the state holds under a number Accurate
+        may no longer give them. One that is gone is forgotten (kept, it
+        would collide forever with a new item of its number); one renamed is
+        stored under its new number and read again."""
+        known = {item.id: item for item in await self.state.items()}
+        gone, renamed = [], []
+        for item_id in sorted(item_ids):
+            try:
+                found = await self._accurate(self.accurate.item_balances(item_id))
+            except NotFound:
+                gone.append(item_id)
+                continue
+            except MalformedRecord as error:
+                self._report_unreadable(item_id, error.detail)
+                continue
+            old = known.get(item_id)
+            if old is not None and found.item_no != old.no:
+                item = Item(item_id, found.item_no, found.item_type, found.suspended)
+                renamed.append(item)
+
+        if gone:
+            await self.state.forget_items(gone)
+            numbers = [known[i].no for i in gone if i in known]
+            log.info("items_deleted", items=numbers, why=why)
+        if renamed:
+            pairs = {(i.id, ALL_WAREHOUSES): f"item {i.no} renamed" for i in renamed}
+            await self.state.record_items([(i, None) for i in renamed], pairs, None)
+            log.info("items_renamed", items=[i.no for i in renamed], why=why)
+
+    async def _report_stale_skus(self) -> None:
+        """SKUs once pushed that no Accurate item claims now (renamed or
+        deleted items, C14) keep their last quantity in Forstok, where they
+        may oversell. Nothing is pushed to them; each full sync says so."""
+        claimed = {normalize_sku(t.sku) for t in self.mapping.targets.values()}
+        claimed |= {normalize_sku(i.no) for i in await self.state.items()}
+        for override in (await self.state.overrides()).values():
+            claimed.add(normalize_sku(override.forstok_sku or override.item_no))
+        pushed = await self.state.pushed_skus()
+        stale = sorted(k for k in pushed if normalize_sku(k[0]) not in claimed)
+        if stale:
+            log.warning(
+                "stale_skus_in_forstok",
+                count=len(stale),
+                skus=[f"{sku}@{w}={pushed[(sku, w)]}" for sku, w in stale[:20]],
+                action="no Accurate item has these SKUs any more; Forstok keeps "
+                "the quantities shown: set them to 0 or delete the listings in "
+                "Forstok, or map the SKUs to items again",
+            )
+
     async def _read_warehouse(
-        self, warehouse_id: int, counts: Counts, reporter: _ProgressReporter
+        self,
+        warehouse_id: int,
+        counts: Counts,
+        reporter: _ProgressReporter,
+        queue: bool = True,
     ) -> None:
+        """Read one warehouse's stock list; with `queue`, queue the pushes of
+        what it shows as each page comes."""
         with structlog.contextvars.bound_contextvars(warehouse=warehouse_id):
             previous = await self.state.readings_in(warehouse_id)
             first = await self._accurate(self.accurate.list_stock_page(warehouse_id, 1))
@@ -1229,7 +1357,7 @@ class Engine:
             seen: set[int] = set()
             sizes = {first.row_count}
             await self._store_stock_page(
-                warehouse_id, first, listed_at, seen, counts, reporter
+                warehouse_id, first, listed_at, seen, counts, reporter, queue
             )
 
             pages = iter(range(2, first.page_count + 1))
@@ -1247,6 +1375,7 @@ class Engine:
                         seen,
                         counts,
                         reporter,
+                        queue,
                     )
 
             async with _tasks() as tg:
@@ -1256,7 +1385,9 @@ class Engine:
             # A list that grew or shrank while paged may have skipped a row:
             # then no absence is taken at its word.
             moved = len(sizes) > 1
-            await self._confirm_absent(warehouse_id, previous, seen, listed_at, moved)
+            await self._confirm_absent(
+                warehouse_id, previous, seen, listed_at, moved, queue
+            )
 
     async def _store_stock_page(
         self,
@@ -1266,13 +1397,14 @@ class Engine:
         seen: set[int],
         counts: Counts,
         reporter: _ProgressReporter,
+        queue: bool = True,
     ) -> None:
         forstok_id = self.warehouses.sources[warehouse_id].forstok_id
         readings, targets = [], []
         for row in page.rows:
             seen.add(row.item_id)
             readings.append(Reading(row.item_id, warehouse_id, row.quantity, read_at))
-            if row.item_id in self.mapping.targets:
+            if queue and row.item_id in self.mapping.targets:
                 targets.append((row.item_id, forstok_id))
         await self.state.record_readings(readings, [], targets, "full sync")
         counts.pages += 1
@@ -1286,6 +1418,7 @@ class Engine:
         seen: set[int],
         listed_at: str,
         moved: bool = False,
+        queue: bool = True,
     ) -> None:
         """Items missing from the stock list: confirm, never assume, a zero.
 
@@ -1321,7 +1454,7 @@ class Engine:
         await self.state.record_readings(
             never,
             [],
-            [(r.item_id, forstok_id) for r in never],
+            [(r.item_id, forstok_id) for r in never] if queue else [],
             "full sync",
             requeue=recheck,
         )

@@ -116,7 +116,7 @@ class AccurateModel:
         self.touched: set[tuple[int, int]] = set()  # pairs that ever moved
         # Bumped on every stock change, so a rendered balance can be reused.
         self.stock_generation = 0
-        self._by_no: dict[str, Item] = {}  # a lookup index; `no` never changes
+        self._by_no: dict[str, Item] = {}  # a lookup index, kept by rename_item
         # Called under the lock right after a document's stock effect is
         # applied (the benchmark times delivery from this moment).
         self.commit_listeners: list[Callable[[Document], None]] = []
@@ -264,6 +264,36 @@ class AccurateModel:
                 item.name = name
             self._touch_item(item, last_update)
             return item
+
+    def rename_item(
+        self, no: str, new_no: str, *, last_update: str | datetime | None = None
+    ) -> Item:
+        """Give an item another number, as Accurate's item form allows: its
+        id, stock and documents stay (bumps optLock and lastUpdate)."""
+        with self.lock:
+            if new_no in self._by_no:
+                raise ValueError(f"item {new_no!r} exists")
+            item = self.item_by_no(no)
+            del self._by_no[no]
+            item.no = new_no
+            self._by_no[new_no] = item
+            self._touch_item(item, last_update)
+            return item
+
+    def delete_item(self, no: str) -> None:
+        """Delete an item. Accurate refuses while transactions use it, so the
+        item may hold nothing but its opening balance, which goes with it."""
+        with self.lock:
+            item = self.item_by_no(no)
+            self._reverse(item.applied)
+            left = [k for k, q in self.stock.items() if k[0] == item.id and q]
+            if left:
+                self._apply(item.applied)
+                raise ValueError(f"item {no!r} has transactions")
+            for key in [k for k in self.stock if k[0] == item.id]:
+                del self.stock[key]
+            del self.items[item.id]
+            del self._by_no[no]
 
     def _touch_item(self, item: Item, last_update: str | datetime | None) -> None:
         item.opt_lock += 1
