@@ -194,6 +194,8 @@ class StockPage:
     sent_at: datetime
     """When the request this page answers was sent (UTC), after any wait and
     retry: the page shows every change Accurate committed before then."""
+    unreadable: dict[int, str] = field(default_factory=dict)
+    """Item id -> what did not parse in that item's row, left out of `rows`."""
 
 
 @dataclass(frozen=True)
@@ -562,9 +564,15 @@ class AccurateClient:
         )
         body, sent_at = await self._call_stamped(_Call(endpoint, query=query))
 
-        rows = [_stock_row(endpoint, row) for row in _rows(endpoint, body)]
+        rows, unreadable = [], {}
+        for row in _rows(endpoint, body):
+            item_id = _int(endpoint, "d[].id", row.get("id"))
+            try:
+                rows.append(_stock_row(endpoint, item_id, row))
+            except MalformedResponse as error:
+                unreadable[item_id] = error.detail
         page_no, page_count, row_count = _paging(endpoint, body, page)
-        return StockPage(rows, page_no, page_count, row_count, sent_at)
+        return StockPage(rows, page_no, page_count, row_count, sent_at, unreadable)
 
     async def item_balances(self, item_id: int) -> ItemBalances:
         """Per-warehouse balances of one item, from `item/detail.do`."""
@@ -1064,9 +1072,9 @@ def _warehouse(row: dict[str, Any]) -> Warehouse:
     )
 
 
-def _stock_row(endpoint: str, row: dict[str, Any]) -> StockRow:
+def _stock_row(endpoint: str, item_id: int, row: dict[str, Any]) -> StockRow:
     return StockRow(
-        item_id=_int(endpoint, "d[].id", row.get("id")),
+        item_id=item_id,
         item_no=_text(endpoint, "d[].no", row.get("no")),
         quantity=_decimal(endpoint, "d[].quantity", row.get("quantity")),
     )

@@ -1406,7 +1406,16 @@ class Engine:
             readings.append(Reading(row.item_id, warehouse_id, row.quantity, read_at))
             if queue and row.item_id in self.mapping.targets:
                 targets.append((row.item_id, forstok_id))
-        await self.state.record_readings(readings, [], targets, "full sync")
+        # Listed, so not absent (no zero is taken for it): its detail is read
+        # instead, and if that fails too the item is reported and left out.
+        recheck = {
+            (item_id, warehouse_id): f"full sync: unreadable in stock list ({why})"
+            for item_id, why in page.unreadable.items()
+        }
+        seen.update(page.unreadable)
+        await self.state.record_readings(
+            readings, [], targets, "full sync", requeue=recheck
+        )
         counts.pages += 1
         counts.pairs_read += len(readings)
         reporter.page_done()

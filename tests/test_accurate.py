@@ -833,19 +833,9 @@ async def test_list_stock_reads_exact_decimals(fake_time: FakeTime) -> None:
     assert (page.page, page.page_count, page.row_count) == (2, 4, 310)
 
 
-@pytest.mark.parametrize(
-    ("row", "field_name"),
-    [
-        ({"id": 1, "no": "A"}, "d[].quantity"),
-        ({"id": 1, "quantity": 2}, "d[].no"),
-        ({"no": "A", "quantity": 2}, "d[].id"),
-        ({"id": 1, "no": "A", "quantity": "lots"}, "d[].quantity"),
-    ],
-)
-async def test_list_stock_rows_missing_a_field_are_malformed(
-    fake_time: FakeTime, row: dict[str, Any], field_name: str
-) -> None:
-    """A stock row without id, no or a numeric quantity stops that page."""
+async def test_a_stock_row_without_an_id_stops_the_page(fake_time: FakeTime) -> None:
+    """Without an id nobody can tell which item the row is about."""
+    row = {"no": "A", "quantity": 2}
 
     async def handler(request: httpx.Request) -> httpx.Response:
         return envelope([row], sp=page_of([row]))
@@ -856,7 +846,35 @@ async def test_list_stock_rows_missing_a_field_are_malformed(
             await client.list_stock_page(50, 1)
 
     assert caught.value.endpoint == "item/list-stock.do"
-    assert field_name in str(caught.value)
+    assert "d[].id" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("row", "field_name"),
+    [
+        ({"id": 1, "no": "A"}, "d[].quantity"),
+        ({"id": 1, "quantity": 2}, "d[].no"),
+        ({"id": 1, "no": "A", "quantity": "lots"}, "d[].quantity"),
+        ({"id": 1, "no": "A", "quantity": None}, "d[].quantity"),
+    ],
+)
+async def test_an_unreadable_stock_row_is_named_and_the_page_read(
+    fake_time: FakeTime, row: dict[str, Any], field_name: str
+) -> None:
+    """One item's odd row leaves the rest of the page usable; the caller
+    learns which item it was and what did not parse."""
+    rows = [row, {"id": 2, "no": "B", "quantity": 3}]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return envelope(rows, sp=page_of(rows))
+
+    fake = FakeAccurate(fake_time, handler)
+    async with make_client(fake) as client:
+        page = await client.list_stock_page(50, 1)
+
+    assert [(r.item_id, r.quantity) for r in page.rows] == [(2, Decimal(3))]
+    assert list(page.unreadable) == [1]
+    assert field_name in page.unreadable[1]
 
 
 @pytest.mark.parametrize(

@@ -74,3 +74,31 @@ async def test_an_unreadable_item_is_reported_and_the_others_go_on(
         await h.engine.full_sync("test")
         assert pushes_of(sim, "BAD") == [10, 9]
         assert mismatches(sim, ONLY_GDG_1) == {}
+
+
+async def test_a_full_sync_reads_around_an_unreadable_stock_list_row(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The same value in GDG-1's stock list failed the whole full sync, every
+    night. The row is now read again through the item's detail and, that
+    failing too, reported; it is never taken as absent (which would push a
+    zero), and every other item is synced."""
+    async with engine_for(sim, tmp_path, warehouses=ONLY_GDG_1) as h:
+        await settle(h)
+        sell(sim, "SI-1", "BAD", 1, "01/01/2025 10:00:00")  # no poll sees these
+        sell(sim, "SI-2", "A", 3, "01/01/2025 10:00:00")
+        sim.config.accurate.odd_item_balance["BAD/GDG-1"] = "n/a"
+
+        with structlog.testing.capture_logs() as logs:
+            counts = await h.engine.full_sync("test")
+
+        assert counts.errors == 0
+        assert on_hand(sim, "A") == 7
+        assert pushes_of(sim, "BAD") == [10], "a guessed number was pushed"
+        reported = [e for e in logs if e["event"] == "item_unreadable"]
+        assert [e["sku"] for e in reported] == ["BAD"]
+
+        sim.config.accurate.odd_item_balance.clear()
+        await h.engine.full_sync("test")
+        assert pushes_of(sim, "BAD") == [10, 9]
+        assert mismatches(sim, ONLY_GDG_1) == {}

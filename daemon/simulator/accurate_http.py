@@ -247,7 +247,7 @@ class AccurateService:
 
     def _stock_row(self, item: Item, warehouses: list[Warehouse]) -> Row:
         quantity = self._on_hand(item, warehouses)
-        return {
+        row = {
             "id": item.id,
             "no": item.no,
             "name": item.name,
@@ -255,6 +255,12 @@ class AccurateService:
             "quantityInAllUnit": f"{format(quantity.normalize(), 'f')} {item.unit}",
             "upcNo": item.upc_no,
         }
+        odd = self.model.config.accurate.odd_item_balance
+        for warehouse in warehouses if odd else []:
+            key = f"{item.no}/{warehouse.name}"
+            if key in odd:
+                row["quantity"] = odd[key]
+        return row
 
     def _on_hand(self, item: Item, warehouses: list[Warehouse]) -> Decimal:
         stock = self.model.stock

@@ -69,10 +69,10 @@ class AccurateConfig:
     # or plain text shown as it is. Filters and sorting still use the true
     # stamp, as a server storing a datetime would; list and detail show it.
     odd_last_update: dict[str, str] = field(default_factory=dict)
-    # Bad data, as years of a merchant's database hold it: the item detail of
-    # item `<no>` shows the raw value given on the line of warehouse `<name>`
-    # instead of its balance. Key "<no>/<warehouse name>"; the value is sent
-    # as it is (None is null, a string stays a string).
+    # Bad data, as years of a merchant's database hold it: item `<no>`'s
+    # balance in warehouse `<name>` shows as the raw value given, in the item
+    # detail and in that warehouse's stock list. Key "<no>/<warehouse name>";
+    # the value is sent as it is (None is null, a string stays a string).
     odd_item_balance: dict[str, Any] = field(default_factory=dict)
     # Limits, per database (account host and every data host together).
     rate_per_second: int = 8
