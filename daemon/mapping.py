@@ -173,6 +173,22 @@ def unused_overrides(
     return [o for o in overrides.values() if normalize_sku(o.item_no) not in known]
 
 
+def stale_skus(
+    pushed: Iterable[tuple[str, int]],
+    result: MappingResult,
+    items: Iterable[Item],
+    overrides: Mapping[str, Override],
+) -> list[tuple[str, int]]:
+    """Pushed (SKU, Forstok warehouse) pairs that no Accurate item claims any
+    more: its item was renamed or deleted. Forstok keeps their last quantity.
+    An excluded or suspended item still claims its SKU: leaving it as it is
+    was the operator's choice or is reported as such."""
+    claimed = {normalize_sku(t.sku) for t in result.targets.values()}
+    claimed |= {normalize_sku(item.no) for item in items}
+    claimed |= {normalize_sku(o.forstok_sku or o.item_no) for o in overrides.values()}
+    return sorted(key for key in pushed if normalize_sku(key[0]) not in claimed)
+
+
 def skus_matching(query: str, result: MappingResult) -> set[str]:
     """Mapped Forstok SKUs that `query` names, as the SKU or as the Accurate
     item number, in any spelling the normalisation treats as the same."""

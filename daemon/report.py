@@ -27,6 +27,7 @@ from daemon.mapping import (
     normalize_sku,
     resolve_mapping,
     skus_matching,
+    stale_skus,
     unused_overrides,
 )
 from daemon.state import State
@@ -276,6 +277,7 @@ class _MappingInputs:
     export: str | None = None
     unknown: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     warehouses: list[dict[str, Any]] = field(default_factory=list)
+    pushed: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 async def _mapping_inputs(settings: Settings) -> _MappingInputs:
@@ -290,6 +292,7 @@ async def _mapping_inputs(settings: Settings) -> _MappingInputs:
             await state.get_meta("forstok_export"),
             await state.unknown_targets(),
             await state.warehouses(),
+            await state.pushed_skus(),
         )
     finally:
         await state.close()
@@ -324,6 +327,10 @@ async def mapping_report(settings: Settings) -> dict[str, Any]:
         "unused_overrides": [
             {"item": o.item_no, "forstok_sku": o.forstok_sku}
             for o in unused_overrides(got.items, got.overrides)
+        ],
+        "stale_skus": [
+            {"sku": sku, "forstok_warehouse": w, "last_pushed": got.pushed[(sku, w)]}
+            for sku, w in stale_skus(got.pushed, result, got.items, got.overrides)
         ],
     }
     counted = ("mapped", "unmapped", "conflicts", "excluded", "suspended")
@@ -736,6 +743,11 @@ def mapping_text(report: Mapping[str, Any]) -> str:
         "overrides naming no Accurate item",
         report["unused_overrides"],
         ["item", "forstok_sku"],
+    )
+    lines += _section(
+        "SKUs no Accurate item has any more (Forstok keeps these quantities)",
+        report["stale_skus"],
+        ["sku", "forstok_warehouse", "last_pushed"],
     )
     lines += _section(
         "mapped", report["mapped"], ["item", "sku", "pack_size", "forstok_warehouses"]

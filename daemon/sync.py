@@ -69,9 +69,9 @@ from daemon.mapping import (
     Item,
     MappingResult,
     changed_targets,
-    normalize_sku,
     offered_quantity,
     resolve_mapping,
+    stale_skus,
 )
 from daemon.state import (
     DocumentRecord,
@@ -1321,12 +1321,9 @@ class Engine:
         """SKUs once pushed that no Accurate item claims now (renamed or
         deleted items, C14) keep their last quantity in Forstok, where they
         may oversell. Nothing is pushed to them; each full sync says so."""
-        claimed = {normalize_sku(t.sku) for t in self.mapping.targets.values()}
-        claimed |= {normalize_sku(i.no) for i in await self.state.items()}
-        for override in (await self.state.overrides()).values():
-            claimed.add(normalize_sku(override.forstok_sku or override.item_no))
         pushed = await self.state.pushed_skus()
-        stale = sorted(k for k in pushed if normalize_sku(k[0]) not in claimed)
+        items, overrides = await self.state.items(), await self.state.overrides()
+        stale = stale_skus(pushed, self.mapping, items, overrides)
         if stale:
             log.warning(
                 "stale_skus_in_forstok",

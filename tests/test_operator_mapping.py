@@ -268,3 +268,25 @@ def test_suspended_and_service_items_are_not_pushed(
         assert sorted(s["item"] for s in report["suspended"]) == ["B", "OLD"]
         assert report["services_ignored"] == 1
         assert report["unmapped"] == []
+
+
+def test_c14_a_renamed_item_leaves_its_old_sku_listed_as_stale(
+    tmp_path: Path, capsys: Capture
+) -> None:
+    """Renamed in Accurate, an item is pushed under its new number; Forstok
+    keeps the old SKU's last quantity, and the report says so until the
+    operator deals with it there."""
+    with running(shop(item("TEST", 5), item("KEEP", 3))) as sim:
+        path = write_config(sim, tmp_path)
+        full_sync(path)
+        sim.accurate.rename_item("TEST", "TEST-P")
+
+        full_sync(path)
+
+        report = cli_json(capsys, path, "mapping")
+        stale = {s["forstok_warehouse"]: s for s in report["stale_skus"]}
+        assert {s["sku"] for s in stale.values()} == {"TEST"}
+        assert stale[1]["last_pushed"] == 5
+        assert on_hand(sim, 1)["TEST-P"] == 5
+        code, text, _ = cli(capsys, path, "mapping")
+        assert (code, "SKUs no Accurate item has any more" in text) == (0, True)
