@@ -50,6 +50,8 @@ from daemon.mapping import Item, Override, normalize_sku
 from daemon.timefmt import iso_utc, parse_last_update, utc_now
 
 SCHEMA_VERSION = 1
+RUNS_KEPT = 50
+"""Runs remembered per type (poll, full_sync)."""
 APPLICATION_ID = 0x53544B53
 """Stamped in the SQLite header (PRAGMA application_id): "STKS"."""
 
@@ -985,16 +987,19 @@ class State:
     async def finish_run(
         self, run_id: str, outcome: str, counts: dict[str, Any], error: str | None
     ) -> None:
+        run_type = await self._scalar("SELECT type FROM run WHERE id = ?", (run_id,))
         async with self.write() as db:
             await db.execute(
                 "UPDATE run SET finished_at = ?, outcome = ?, counts = ?, error = ? "
                 "WHERE id = ?",
                 (iso_utc(utc_now()), outcome, json.dumps(counts), error, run_id),
             )
+            # Runs of every type are kept to a bound, or years of nightly
+            # full syncs would slow `status`, which reads them all.
             await db.execute(
                 "DELETE FROM run WHERE type = ? AND id NOT IN (SELECT id FROM run "
-                "WHERE type = ? ORDER BY rowid DESC LIMIT 50)",
-                ("poll", "poll"),
+                "WHERE type = ? ORDER BY rowid DESC LIMIT ?)",
+                (run_type, run_type, RUNS_KEPT),
             )
 
     async def newest_run(self, run_type: str) -> dict[str, Any] | None:

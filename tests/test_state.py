@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon.state import DocumentRecord, Reading, State
+from daemon.state import RUNS_KEPT, DocumentRecord, Reading, State
 
 
 @pytest.fixture
@@ -159,3 +159,20 @@ async def test_newest_run_is_the_last_recorded_whatever_the_clock_said(
 
     assert newest is not None
     assert (newest["id"], newest["outcome"]) == ("killed", None)
+
+
+async def test_runs_of_every_type_are_kept_to_a_bound(state: State) -> None:
+    """A nightly full sync for years would otherwise grow the table that
+    `status` reads whole; the newest of each type stay."""
+    for n in range(RUNS_KEPT + 10):
+        for run_type in ("poll", "full_sync"):
+            await state.start_run(f"{run_type}-{n}", run_type)
+            await state.finish_run(f"{run_type}-{n}", "ok", {}, None)
+
+    for run_type in ("poll", "full_sync"):
+        newest = await state.newest_run(run_type)
+        assert newest is not None
+        assert newest["id"] == f"{run_type}-{RUNS_KEPT + 9}"
+    with sqlite3.connect(state.path) as db:
+        rows = db.execute("SELECT type, count(*) FROM run GROUP BY type").fetchall()
+    assert dict(rows) == {"poll": RUNS_KEPT, "full_sync": RUNS_KEPT}
