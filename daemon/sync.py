@@ -227,6 +227,7 @@ class Engine:
         self._mapping_version: str | None = None
         self._sku_items: dict[str, int] = {}
         self._reported: set[tuple[str, ...]] = set()
+        self._negative_said: dict[tuple[str, int], Decimal] = {}
         self._push_lock = anyio.Lock()
         self._push_again = False
         self._push_short = False
@@ -996,7 +997,29 @@ class Engine:
             elif fail and fail.quantity == plan.quantity:
                 plan.attempts = fail.attempts
             seen.add(key)
+        for plan in plans:
+            self._report_negative(plan)
         return plans
+
+    def _report_negative(self, plan: _Plan) -> None:
+        """Warn when a pair's stock is found below zero, and again when that
+        amount changes; not at every full sync while it stays the same."""
+        key = (plan.sku, plan.target.forstok_warehouse)
+        if plan.negative is None:
+            self._negative_said.pop(key, None)
+            return
+        if self._negative_said.get(key) == plan.negative:
+            return
+        self._negative_said[key] = plan.negative
+        mapped = self.mapping.targets.get(plan.target.item_id)
+        log.warning(
+            "negative_stock",
+            sku=plan.sku,
+            warehouse=plan.target.forstok_warehouse,
+            item=mapped.item_no if mapped else None,
+            quantity=str(plan.negative),
+            pushed=plan.quantity,
+        )
 
     def _plan_one(
         self, target: QueuedTarget, readings: Mapping[Pair, Reading]
@@ -1018,17 +1041,10 @@ class Engine:
             [r.quantity for r in found], mapped.pack_size, rules
         )
         raw_total = sum((r.quantity for r in found), Decimal(0))
-        if raw_total < 0:
-            log.warning(
-                "negative_stock",
-                sku=mapped.sku,
-                warehouse=target.forstok_warehouse,
-                item=mapped.item_no,
-                quantity=str(raw_total),
-                pushed=quantity,
-            )
         read_at = min(r.read_at for r in found)
-        return _Plan(target, mapped.sku, quantity, read_at, target.reason, "send")
+        plan = _Plan(target, mapped.sku, quantity, read_at, target.reason, "send")
+        plan.negative = raw_total if raw_total < 0 else None
+        return plan
 
     async def _send(self, batch: list[_Plan], counts: Counts) -> bool:
         """Send one request; False when Forstok is unavailable for now."""
@@ -1525,6 +1541,8 @@ class _Plan:
     attempts: int = 0
     error: str | None = None
     retry_at: str | None = None
+    negative: Decimal | None = None
+    """The sum Accurate holds, when it is below zero (and 0 is offered)."""
 
     def record(self) -> PushRecord:
         return PushRecord(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import anyio
@@ -247,6 +248,16 @@ async def test_c16_negative_stock_alone_is_pushed_as_zero_with_a_warning(
         (warning,) = [e for e in events if e["event"] == "negative_stock"]
         assert warning["log_level"] == "warning"
         assert (warning["item"], warning["warehouse"]) == ("F", 1)
+
+        # Not again at every full sync while it stays the same; again when
+        # the amount changes.
+        with structlog.testing.capture_logs() as events:
+            await h.engine.full_sync("test")
+            await h.engine.full_sync("test")
+            sell(sim, "SI-2", "F", 2, "01/02/2026 10:01:00")
+            await h.engine.poll()
+        said = [e["quantity"] for e in events if e["event"] == "negative_stock"]
+        assert [Decimal(q) for q in said] == [Decimal(-5)]
 
 
 async def test_quantities_are_whole_base_units_rounded_down(
