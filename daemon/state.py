@@ -423,17 +423,33 @@ class State:
             args.append(_sort_key(since))
         return {row["id"]: _document(row) for row in await self._rows(sql, args)}
 
-    async def prune_documents(self, before: str) -> int:
-        """Forget documents last changed before `before` (a lastUpdate value).
+    async def prune_documents(
+        self, before: str, windows: Mapping[str, str] | None = None
+    ) -> int:
+        """Forget documents last changed before `before` (a lastUpdate value),
+        except those a kind's poll still lists: `windows` maps a kind to the
+        start of its poll window. Forgotten there, an unchanged document would
+        pass for a new one and be read again at every poll.
 
         A remembered document lets an edit refresh the pairs its old version
         touched; an edit after this horizon is left to the full sync.
         """
+        horizon = _sort_key(before)
+        windows = {k: _sort_key(v) for k, v in (windows or {}).items()}
         async with self.write() as db:
+            marks = ",".join("?" * len(windows))
             cursor = await db.execute(
-                "DELETE FROM document WHERE sort_key < ?", (_sort_key(before),)
+                f"DELETE FROM document WHERE sort_key < ? AND kind NOT IN ({marks})",  # noqa: S608  placeholders only
+                (horizon, *windows),
             )
-            return cursor.rowcount
+            removed = cursor.rowcount
+            for kind, start in windows.items():
+                cursor = await db.execute(
+                    "DELETE FROM document WHERE kind = ? AND sort_key < ?",
+                    (kind, min(horizon, start)),
+                )
+                removed += cursor.rowcount
+            return removed
 
     async def record_documents(
         self,

@@ -1221,7 +1221,13 @@ class Engine:
         retention = utc_now() - timedelta(days=self.settings.sync.history_days)
         await self.state.prune_history(iso_utc(retention))
         horizon = accurate_now(self.settings.accurate.timezone) - DOCUMENT_MEMORY
-        await self.state.prune_documents(format_last_update(horizon))
+        lookback = self.settings.sync.lookback
+        windows = {
+            kind: start
+            for kind, cursor in (await self.state.cursors()).items()
+            if (start := window_start(cursor, lookback)) is not None
+        }
+        await self.state.prune_documents(format_last_update(horizon), windows)
 
         reporter = _ProgressReporter(
             self.settings.sync.progress_interval, progress, counts
