@@ -50,6 +50,7 @@ from daemon.http import (
     ClientStats,
     RateLimiter,
     Retrier,
+    StampClock,
     Timebase,
     log_exchange,
     make_http_client,
@@ -439,6 +440,7 @@ class AccurateClient:
         self._oauth = _oauth_settings(settings)
         self._api_token, self._signature_secret = _api_token_secrets(settings)
         self._time = timebase or Timebase()
+        self._stamps = StampClock(self._time)
         self._on_data_host = on_data_host
         self._on_oauth_tokens = on_oauth_tokens
 
@@ -590,6 +592,11 @@ class AccurateClient:
 
     # --- the gate: refused credentials and outages ------------------------------
 
+    def date_answers_after(self, moment: datetime) -> None:
+        """Stamp no answer (`sent_at`) before `moment`: the newest stamp an
+        earlier run stored, in case the host clock has since gone back."""
+        self._stamps.keep_after(moment.timestamp())
+
     def holding_back(self) -> bool:
         """True while reads fail at once: a refused credential or an outage
         waits for its next try."""
@@ -740,7 +747,7 @@ class AccurateClient:
             headers = self._headers(call)
             self.stats.of(call.endpoint).requests += 1
             started = self._time.monotonic()
-            sent_at = self._time.wall()
+            sent_at = self._stamps.now()
             try:
                 outcome: httpx.Response | httpx.HTTPError = await self._http.request(
                     call.method,

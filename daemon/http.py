@@ -53,6 +53,35 @@ class Timebase:
     sleep: Sleep = anyio.sleep
 
 
+class StampClock:
+    """Wall-clock times that never go back, for dating what a service said.
+
+    Readings are ordered by these stamps, and a newer one must never lose
+    to an older. When the host clock is stepped back (NTP correcting a
+    clock that ran ahead, a VM restored from a snapshot), stamps go on from
+    the last one at the pace of the monotonic clock until the wall clock
+    catches up, instead of falling behind stamps already stored.
+    """
+
+    def __init__(self, time: Timebase) -> None:
+        self._time = time
+        self._last = 0.0
+        self._last_monotonic = time.monotonic()
+
+    def keep_after(self, stamp: float) -> None:
+        """Never give a stamp before `stamp` (one stored by an earlier run)."""
+        if stamp > self._last:
+            self._last = stamp
+            self._last_monotonic = self._time.monotonic()
+
+    def now(self) -> float:
+        monotonic = self._time.monotonic()
+        carried = self._last + (monotonic - self._last_monotonic)
+        stamp = max(self._time.wall(), carried)
+        self._last, self._last_monotonic = stamp, monotonic
+        return stamp
+
+
 @dataclass(order=True)
 class _Ticket:
     priority: int

@@ -572,6 +572,15 @@ class State:
         rows = await self._rows("SELECT sku, forstok_warehouse, quantity FROM pushed")
         return {(r[0], r[1]): r[2] for r in rows}
 
+    async def newest_reading_stamp(self) -> str | None:
+        """The latest `read_at` stored, in readings or in what was pushed."""
+        value = await self._scalar(
+            "SELECT max(m) FROM (SELECT max(read_at) m FROM reading "
+            "UNION ALL SELECT max(read_at) FROM pushed "
+            "UNION ALL SELECT max(read_at) FROM sending)"
+        )
+        return str(value) if value is not None else None
+
     async def items(self) -> list[Item]:
         rows = await self._rows("SELECT id, no, item_type, suspended FROM item")
         return [

@@ -246,6 +246,9 @@ class Engine:
 
     async def prepare(self) -> None:
         """Learn the warehouses and the mapping before the first poll."""
+        newest = await self.state.newest_reading_stamp()
+        if newest is not None:
+            self.accurate.date_answers_after(datetime.fromisoformat(newest))
         await self.load_warehouses()
         await self.reload_mapping()
 

@@ -833,6 +833,25 @@ async def test_list_stock_reads_exact_decimals(fake_time: FakeTime) -> None:
     assert (page.page, page.page_count, page.row_count) == (2, 4, 310)
 
 
+async def test_answers_stay_in_order_when_the_host_clock_steps_back(
+    fake_time: FakeTime,
+) -> None:
+    """A reading taken after NTP steps the clock back is still the newer one:
+    dated by the wall clock alone it would lose to the reading before."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return reply(fixture("item-detail.json"))
+
+    fake = FakeAccurate(fake_time, handler)
+    async with make_client(fake) as client:
+        first = await client.item_balances(2101)
+        fake_time.wall_offset -= 3 * 3600
+        fake_time.now += 1
+        second = await client.item_balances(2101)
+
+    assert second.sent_at > first.sent_at
+
+
 async def test_a_stock_row_without_an_id_stops_the_page(fake_time: FakeTime) -> None:
     """Without an id nobody can tell which item the row is about."""
     row = {"no": "A", "quantity": 2}

@@ -18,6 +18,7 @@ from daemon.http import (
     SLOWDOWN_RECOVERY_S,
     URGENT,
     RateLimiter,
+    StampClock,
     backoff_delay,
     build_query,
     make_timeout,
@@ -300,3 +301,32 @@ async def test_slow_down_once_per_window_and_never_below_an_eighth(
         limiter.slow_down()
 
     assert limiter.bounds() == (1, 8.0)
+
+
+def test_stamps_go_on_when_the_wall_clock_is_stepped_back(
+    fake_time: FakeTime,
+) -> None:
+    stamps = StampClock(fake_time.timebase)
+    first = stamps.now()
+
+    fake_time.wall_offset -= 3 * 3600  # NTP steps a clock 3 h ahead back
+    fake_time.now += 10
+    after_step = stamps.now()
+    fake_time.now += 5
+    later = stamps.now()
+
+    assert after_step == pytest.approx(first + 10)
+    assert later == pytest.approx(first + 15)
+
+
+def test_stamps_follow_the_wall_clock_again_once_it_catches_up(
+    fake_time: FakeTime,
+) -> None:
+    stamps = StampClock(fake_time.timebase)
+    stamps.keep_after(fake_time.wall() + 60)  # stored by a run whose clock ran ahead
+
+    fake_time.now += 30
+    assert stamps.now() == pytest.approx(fake_time.wall() + 60)
+    fake_time.now += 100
+    fake_time.wall_offset += 100  # the wall clock jumps ahead of the carried stamp
+    assert stamps.now() == pytest.approx(fake_time.wall())

@@ -9,7 +9,9 @@ older quantity, and must not reach Forstok after the newer one.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -29,6 +31,7 @@ from sync_cases import (
 from daemon.simulator.app import Simulator
 from daemon.simulator.config import SimConfig
 from daemon.simulator.faults import FaultAction, FaultPlan, FaultRule
+from daemon.timefmt import iso_utc
 
 
 @pytest.fixture
@@ -134,5 +137,34 @@ async def test_a_retried_stock_page_is_dated_by_its_last_attempt(
             sell(sim, "SI-2", "G01", 2, "01/01/2025 10:00:00")
             first.release()
 
+        assert pushes_of(sim, "G01") == [10, 9, 7]
+        assert mismatches(sim) == {}
+
+
+async def test_readings_stored_by_a_clock_that_ran_ahead_do_not_block_new_ones(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The host clock ran 3 h ahead, so the state holds readings and pushes
+    dated 3 h into the future, then NTP stepped it back and the daemon
+    restarted. New readings must still win: before, each was dated before
+    the stored one and dropped, and Forstok kept 9 through polls and full
+    syncs until real time passed the future stamps."""
+    async with engine_for(sim, tmp_path) as h:
+        await settle(h)
+        sell(sim, "SI-1", "G01", 1, "01/02/2026 10:00:00")
+        await h.engine.poll()
+        assert on_hand(sim, "G01") == 9
+    ahead = iso_utc(datetime.now(UTC) + timedelta(hours=3))
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        db.execute("UPDATE reading SET read_at = ?", (ahead,))
+        db.execute("UPDATE pushed SET read_at = ?", (ahead,))
+    db.close()
+
+    async with engine_for(sim, tmp_path) as h:
+        sell(sim, "SI-2", "G01", 2, "01/02/2026 10:05:00")
+        await h.engine.poll()
+        assert on_hand(sim, "G01") == 7
+
+        await h.engine.full_sync("test")
         assert pushes_of(sim, "G01") == [10, 9, 7]
         assert mismatches(sim) == {}
