@@ -1482,13 +1482,37 @@ class Engine:
             Reading(item_id, warehouse_id, Decimal(0), listed_at) for item_id in absent
         ]
         forstok_id = self.warehouses.sources[warehouse_id].forstok_id
+        targets = []
+        if queue:
+            zeros = [
+                item_id
+                for item_id, reading in previous.items()
+                if item_id not in seen and reading.quantity == 0
+            ]
+            targets = [(r.item_id, forstok_id) for r in never]
+            targets += await self._zeros_not_in_forstok(zeros, forstok_id)
         await self.state.record_readings(
-            never,
-            [],
-            [(r.item_id, forstok_id) for r in never] if queue else [],
-            "full sync",
-            requeue=recheck,
+            never, [], targets, "full sync", requeue=recheck
         )
+
+    async def _zeros_not_in_forstok(
+        self, item_ids: Sequence[int], forstok_id: int
+    ) -> list[tuple[int, int]]:
+        """Targets of items whose zero stock here was read before (a poll, an
+        earlier run) but that Forstok has not been given as 0: a full sync
+        reconciles them too. Checked against what was pushed, so that the
+        many items that never hold stock here are not queued every night."""
+        keys = {
+            (target.sku, forstok_id): item_id
+            for item_id in item_ids
+            if (target := self.mapping.targets.get(item_id)) is not None
+        }
+        pushed = await self.state.pushed(keys)
+        return [
+            (item_id, forstok_id)
+            for key, item_id in keys.items()
+            if key not in pushed or pushed[key].quantity != 0 or not pushed[key].settled
+        ]
 
     # -- helpers ----------------------------------------------------------------
 
