@@ -184,6 +184,10 @@ def test_a_failed_open_leaves_no_thread_behind(tmp_path: Path) -> None:
 
     assert caught.value.path == str(state)
     assert "not a SQLite database" in str(caught.value)
+    # Closed, the worker leaves after its last task: a moment later, not
+    # necessarily by the time close() returns.
+    for thread in set(threading.enumerate()) - before:
+        thread.join(timeout=5)
     left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not left, f"threads left running: {left}"
 
