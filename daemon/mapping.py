@@ -174,19 +174,19 @@ def unused_overrides(
 
 
 def stale_skus(
-    pushed: Iterable[tuple[str, int]],
+    pushed: Iterable[str],
     result: MappingResult,
-    items: Iterable[Item],
+    item_numbers: Iterable[str],
     overrides: Mapping[str, Override],
-) -> list[tuple[str, int]]:
-    """Pushed (SKU, Forstok warehouse) pairs that no Accurate item claims any
-    more: its item was renamed or deleted. Forstok keeps their last quantity.
-    An excluded or suspended item still claims its SKU: leaving it as it is
+) -> set[str]:
+    """The SKUs among `pushed` that no Accurate item claims any more: their
+    item was renamed or deleted, and Forstok keeps their last quantity. An
+    excluded or suspended item still claims its SKU: leaving it as it is
     was the operator's choice or is reported as such."""
     claimed = {normalize_sku(t.sku) for t in result.targets.values()}
-    claimed |= {normalize_sku(item.no) for item in items}
+    claimed |= {normalize_sku(no) for no in item_numbers}
     claimed |= {normalize_sku(o.forstok_sku or o.item_no) for o in overrides.values()}
-    return sorted(key for key in pushed if normalize_sku(key[0]) not in claimed)
+    return {sku for sku in pushed if normalize_sku(sku) not in claimed}
 
 
 def skus_matching(query: str, result: MappingResult) -> set[str]:

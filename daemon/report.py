@@ -277,7 +277,8 @@ class _MappingInputs:
     export: str | None = None
     unknown: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     warehouses: list[dict[str, Any]] = field(default_factory=list)
-    pushed: dict[tuple[str, int], int] = field(default_factory=dict)
+    pushed: list[str] = field(default_factory=list)
+    stale: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 async def _mapping_inputs(settings: Settings) -> _MappingInputs:
@@ -328,10 +329,7 @@ async def mapping_report(settings: Settings) -> dict[str, Any]:
             {"item": o.item_no, "forstok_sku": o.forstok_sku}
             for o in unused_overrides(got.items, got.overrides)
         ],
-        "stale_skus": [
-            {"sku": sku, "forstok_warehouse": w, "last_pushed": got.pushed[(sku, w)]}
-            for sku, w in stale_skus(got.pushed, result, got.items, got.overrides)
-        ],
+        "stale_skus": await _stale_skus(settings, got, result),
     }
     counted = ("mapped", "unmapped", "conflicts", "excluded", "suspended")
     report["summary"] = {key: len(report[key]) for key in counted} | {
@@ -709,6 +707,24 @@ def _run_line(run: Mapping[str, Any] | None) -> str:
     if run["error"]:
         text += f" ({run['error']})"
     return text
+
+
+async def _stale_skus(
+    settings: Settings, got: _MappingInputs, result: MappingResult
+) -> list[dict[str, Any]]:
+    numbers = [item.no for item in got.items]
+    stale = stale_skus(got.pushed, result, numbers, got.overrides)
+    if not stale:
+        return []
+    state = await State.open(settings.state_path)
+    try:
+        pushed = await state.pushed_of(stale)
+    finally:
+        await state.close()
+    return [
+        {"sku": sku, "forstok_warehouse": w, "last_pushed": n}
+        for (sku, w), n in sorted(pushed.items())
+    ]
 
 
 def mapping_text(report: Mapping[str, Any]) -> str:

@@ -567,10 +567,27 @@ class State:
                         where += " AND kind = 'opening_balance'"
                     await db.execute(f"DELETE FROM {table} WHERE {where}", chunk)  # noqa: S608  fixed names, placeholders
 
-    async def pushed_skus(self) -> dict[tuple[str, int], int]:
-        """Every (SKU, Forstok warehouse) pushed, with the last quantity."""
-        rows = await self._rows("SELECT sku, forstok_warehouse, quantity FROM pushed")
-        return {(r[0], r[1]): r[2] for r in rows}
+    async def pushed_skus(self) -> list[str]:
+        """Every SKU ever pushed, once (not per warehouse: a catalogue's worth
+        of rows, not three)."""
+        rows = await self._rows("SELECT DISTINCT sku FROM pushed")
+        return [row[0] for row in rows]
+
+    async def pushed_of(self, skus: Iterable[str]) -> dict[tuple[str, int], int]:
+        """The last quantity pushed to each warehouse for these SKUs."""
+        found: dict[tuple[str, int], int] = {}
+        for chunk in _chunks(sorted(set(skus)), 500):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT sku, forstok_warehouse, quantity FROM pushed WHERE sku IN ({marks})"  # noqa: S608, E501  placeholders only
+            rows = await self._rows(sql, chunk)
+            found.update({(r[0], r[1]): r[2] for r in rows})
+        return found
+
+    async def item_numbers(self) -> list[str]:
+        return [row[0] for row in await self._rows("SELECT no FROM item")]
+
+    async def item_ids(self) -> set[int]:
+        return {row[0] for row in await self._rows("SELECT id FROM item")}
 
     async def newest_reading_stamp(self) -> str | None:
         """The latest `read_at` stored, in readings or in what was pushed."""

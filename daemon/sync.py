@@ -320,10 +320,8 @@ class Engine:
         if not dropped:
             return
         successors = {t.item_id: t.sku for t in self.mapping.targets.values()}
-        for (sku, warehouse), quantity in (await self.state.pushed_skus()).items():
-            old = dropped.get(sku)
-            if old is None:
-                continue
+        for (sku, warehouse), quantity in (await self.state.pushed_of(dropped)).items():
+            old = dropped[sku]
             log.warning(
                 "sku_no_longer_synced",
                 sku=sku,
@@ -1292,7 +1290,7 @@ class Engine:
         # this listing: the stock read next covers every item in it, so the
         # first poll need not list and re-read the whole catalogue.
         newest: str | None = None
-        known = {item.id for item in await self.state.items()}
+        known = await self.state.item_ids()
         listed: set[int] = set()
 
         async def store(rows: list[dict[str, Any]]) -> None:
@@ -1317,6 +1315,8 @@ class Engine:
         may no longer give them. One that is gone is forgotten (kept, it
         would collide forever with a new item of its number); one renamed is
         stored under its new number and read again."""
+        if not item_ids:
+            return
         known = {item.id: item for item in await self.state.items()}
         gone, renamed = [], []
         for item_id in sorted(item_ids):
@@ -1346,14 +1346,19 @@ class Engine:
         """SKUs once pushed that no Accurate item claims now (renamed or
         deleted items, C14) keep their last quantity in Forstok, where they
         may oversell. Nothing is pushed to them; each full sync says so."""
-        pushed = await self.state.pushed_skus()
-        items, overrides = await self.state.items(), await self.state.overrides()
-        stale = stale_skus(pushed, self.mapping, items, overrides)
+        numbers, overrides = (
+            await self.state.item_numbers(),
+            await self.state.overrides(),
+        )
+        stale = stale_skus(
+            await self.state.pushed_skus(), self.mapping, numbers, overrides
+        )
         if stale:
+            pushed = await self.state.pushed_of(stale)
             log.warning(
                 "stale_skus_in_forstok",
-                count=len(stale),
-                skus=[f"{sku}@{w}={pushed[(sku, w)]}" for sku, w in stale[:20]],
+                count=len(pushed),
+                skus=[f"{sku}@{w}={n}" for (sku, w), n in sorted(pushed.items())][:20],
                 action="no Accurate item has these SKUs any more; Forstok keeps "
                 "the quantities shown: set them to 0 or delete the listings in "
                 "Forstok, or map the SKUs to items again",
