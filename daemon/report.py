@@ -27,11 +27,10 @@ from daemon.mapping import (
     normalize_sku,
     resolve_mapping,
     skus_matching,
-    stale_skus,
     unused_overrides,
 )
 from daemon.state import State
-from daemon.sync import FIRST_CURSOR
+from daemon.sync import FIRST_CURSOR, stale_pushes
 from daemon.timefmt import accurate_now, parse_last_update, utc_now
 
 _SPACING = re.compile(r"\s+")
@@ -277,8 +276,9 @@ class _MappingInputs:
     export: str | None = None
     unknown: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     warehouses: list[dict[str, Any]] = field(default_factory=list)
-    pushed: list[str] = field(default_factory=list)
+    result: MappingResult = field(default_factory=MappingResult)
     stale: dict[tuple[str, int], int] = field(default_factory=dict)
+    """What was last pushed to SKUs no item claims any more."""
 
 
 async def _mapping_inputs(settings: Settings) -> _MappingInputs:
@@ -286,22 +286,24 @@ async def _mapping_inputs(settings: Settings) -> _MappingInputs:
         return _MappingInputs()  # nothing learned yet; opening would create it
     state = await State.open(settings.state_path)
     try:
-        return _MappingInputs(
+        got = _MappingInputs(
             await state.items(),
             await state.overrides(),
             await state.forstok_skus(),
             await state.get_meta("forstok_export"),
             await state.unknown_targets(),
             await state.warehouses(),
-            await state.pushed_skus(),
         )
+        got.result = resolve_mapping(got.items, got.overrides, got.skus)
+        got.stale = await stale_pushes(state, got.result)
+        return got
     finally:
         await state.close()
 
 
 async def mapping_report(settings: Settings) -> dict[str, Any]:
     got = await _mapping_inputs(settings)
-    result = resolve_mapping(got.items, got.overrides, got.skus)
+    result = got.result
     warehouses = _warehouse_status(settings, got.warehouses)
     configured = {c.accurate for c in settings.warehouses}
     report: dict[str, Any] = {
@@ -329,7 +331,10 @@ async def mapping_report(settings: Settings) -> dict[str, Any]:
             {"item": o.item_no, "forstok_sku": o.forstok_sku}
             for o in unused_overrides(got.items, got.overrides)
         ],
-        "stale_skus": await _stale_skus(settings, got, result),
+        "stale_skus": [
+            {"sku": sku, "forstok_warehouse": w, "last_pushed": n}
+            for (sku, w), n in sorted(got.stale.items())
+        ],
     }
     counted = ("mapped", "unmapped", "conflicts", "excluded", "suspended")
     report["summary"] = {key: len(report[key]) for key in counted} | {
@@ -707,24 +712,6 @@ def _run_line(run: Mapping[str, Any] | None) -> str:
     if run["error"]:
         text += f" ({run['error']})"
     return text
-
-
-async def _stale_skus(
-    settings: Settings, got: _MappingInputs, result: MappingResult
-) -> list[dict[str, Any]]:
-    numbers = [item.no for item in got.items]
-    stale = stale_skus(got.pushed, result, numbers, got.overrides)
-    if not stale:
-        return []
-    state = await State.open(settings.state_path)
-    try:
-        pushed = await state.pushed_of(stale)
-    finally:
-        await state.close()
-    return [
-        {"sku": sku, "forstok_warehouse": w, "last_pushed": n}
-        for (sku, w), n in sorted(pushed.items())
-    ]
 
 
 def mapping_text(report: Mapping[str, Any]) -> str:

@@ -578,9 +578,20 @@ class State:
         found: dict[tuple[str, int], int] = {}
         for chunk in _chunks(sorted(set(skus)), 500):
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT sku, forstok_warehouse, quantity FROM pushed WHERE sku IN ({marks})"  # noqa: S608, E501  placeholders only
+            where = f"WHERE sku IN ({marks})"
+            sql = f"SELECT sku, forstok_warehouse, quantity FROM pushed {where}"  # noqa: S608  placeholders only
             rows = await self._rows(sql, chunk)
             found.update({(r[0], r[1]): r[2] for r in rows})
+        return found
+
+    async def items_numbered(self, numbers: Iterable[str]) -> list[Item]:
+        """The stored items with these exact numbers."""
+        found: list[Item] = []
+        for chunk in _chunks(sorted(set(numbers)), 500):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, no, item_type, suspended FROM item WHERE no IN ({marks})"  # noqa: S608  placeholders only
+            rows = await self._rows(sql, chunk)
+            found += [Item(r[0], r[1], r[2], bool(r[3])) for r in rows]
         return found
 
     async def item_numbers(self) -> list[str]:

@@ -725,8 +725,8 @@ class Engine:
             listed = {item.no: item.id for item, _ in items}
             namesakes = {
                 known.id
-                for known in await self.state.items()
-                if listed.get(known.no, known.id) != known.id
+                for known in await self.state.items_numbered(listed)
+                if listed[known.no] != known.id
             }
             await self._settle_items(namesakes, "another item has its number")
             await self.reload_mapping("mapping changed")
@@ -1343,18 +1343,9 @@ class Engine:
             log.info("items_renamed", items=[i.no for i in renamed], why=why)
 
     async def _report_stale_skus(self) -> None:
-        """SKUs once pushed that no Accurate item claims now (renamed or
-        deleted items, C14) keep their last quantity in Forstok, where they
-        may oversell. Nothing is pushed to them; each full sync says so."""
-        numbers, overrides = (
-            await self.state.item_numbers(),
-            await self.state.overrides(),
-        )
-        stale = stale_skus(
-            await self.state.pushed_skus(), self.mapping, numbers, overrides
-        )
-        if stale:
-            pushed = await self.state.pushed_of(stale)
+        """Each full sync names the SKUs `stale_pushes` finds."""
+        pushed = await stale_pushes(self.state, self.mapping)
+        if pushed:
             log.warning(
                 "stale_skus_in_forstok",
                 count=len(pushed),
@@ -1545,6 +1536,19 @@ class Engine:
 
 
 _NEVER = datetime.fromtimestamp(0, UTC)
+
+
+async def stale_pushes(
+    state: State, mapping: MappingResult
+) -> dict[tuple[str, int], int]:
+    """The last quantity pushed to each SKU that no Accurate item claims any
+    more (renamed or deleted items, C14). Forstok keeps it, where it may
+    oversell; nothing is pushed to those SKUs. Reads SKU names first, and
+    the rows of stale SKUs only: a catalogue's pushed rows are many."""
+    numbers, overrides = await state.item_numbers(), await state.overrides()
+    stale = stale_skus(await state.pushed_skus(), mapping, numbers, overrides)
+    return await state.pushed_of(stale) if stale else {}
+
 
 _KindFailures = dict[tuple[str, str, str], list[tuple[str, ServiceError]]]
 """A poll's failed kinds by cause: (service, error type, detail) -> kinds."""
